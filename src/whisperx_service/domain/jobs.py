@@ -1,0 +1,168 @@
+"""Jobs: status, stages, the options a user sends, and the record the service keeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class JobStatus(StrEnum):
+    """Lifecycle of a job. It only moves forward: queued -> running -> one terminal status."""
+
+    queued = "queued"  # accepted and stored; waiting for a worker
+    running = "running"  # a worker holds the lease and works on it
+    succeeded = "succeeded"  # result.json is written (terminal)
+    failed = "failed"  # ended with an error code and message (terminal)
+    cancelled = "cancelled"  # cancelled by the user (terminal)
+
+    @property
+    def terminal(self) -> bool:
+        """True for succeeded, failed and cancelled: such a job never changes again."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class Stage(StrEnum):
+    """Pipeline stages, in order. Their weights map each stage's 0-100 into the job's 0-100."""
+
+    decode = "decode"  # ffmpeg to 16 kHz mono PCM
+    transcribe = "transcribe"  # VAD + faster-whisper
+    align = "align"  # word timestamps
+    diarize = "diarize"  # pyannote speaker turns
+    merge = "merge"  # speakers to words, segments split at speaker turns, result written
+
+
+#: Share of the job's 0-100 % each stage takes; measured on CPU (MODELS.md: diarization is the
+#: slowest stage, transcription next). Sums to 100.
+STAGE_WEIGHTS: dict[Stage, float] = {
+    Stage.decode: 5.0,
+    Stage.transcribe: 40.0,
+    Stage.align: 15.0,
+    Stage.diarize: 35.0,
+    Stage.merge: 5.0,
+}
+
+
+def job_percent(stage: Stage, stage_percent: float, skipped: frozenset[Stage] = frozenset()) -> float:
+    """Map a stage's progress (0-100) into the job's progress (0-100).
+
+    Skipped stages (e.g. align or diarize turned off) count as done.
+
+    Args:
+        stage: the stage running now.
+        stage_percent: its progress, clamped to [0, 100].
+        skipped: stages this job does not run.
+    Returns:
+        The job's percent in [0, 100], rounded to 0.1.
+    """
+    done = 0.0
+    for s, w in STAGE_WEIGHTS.items():
+        if s == stage:
+            break
+        done += w
+    for s in skipped:
+        if list(STAGE_WEIGHTS).index(s) > list(STAGE_WEIGHTS).index(stage):
+            done += STAGE_WEIGHTS[s]
+    pct = done + STAGE_WEIGHTS[stage] * min(max(stage_percent, 0.0), 100.0) / 100.0
+    return round(min(pct, 100.0), 1)
+
+
+class JobOptions(BaseModel):
+    """What the user asked for. Every field is optional in the request; defaults are below."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: str | None = Field(
+        None, description="ISO 639-1 code (e.g. `en`); None or `auto` = detect from the speech"
+    )
+    align: bool = Field(True, description="Compute word-level timestamps")
+    diarize: bool = Field(True, description="Label speakers")
+    num_speakers: int | None = Field(None, ge=1, le=64, description="Exact number of speakers, when known")
+    min_speakers: int | None = Field(None, ge=1, le=64, description="Lower bound on the number of speakers")
+    max_speakers: int | None = Field(None, ge=1, le=64, description="Upper bound on the number of speakers")
+    initial_prompt: str | None = Field(None, max_length=2000, description="Text to condition the first window on")
+    hotwords: str | None = Field(None, max_length=2000, description="Words to bias the decoder towards")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = v.strip().lower()
+        if v in ("", "auto"):
+            return None
+        if not (2 <= len(v) <= 3 and v.isalpha()):
+            raise ValueError("language must be an ISO 639-1 code such as 'en', or 'auto'")
+        return v
+
+    @model_validator(mode="after")
+    def _speakers(self) -> Self:
+        if self.num_speakers is not None and (self.min_speakers or self.max_speakers):
+            raise ValueError("give num_speakers, or min_speakers/max_speakers, not both")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers must not exceed max_speakers")
+        return self
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable code and a human message."""
+
+    code: str
+    message: str
+
+
+class JobRecord(BaseModel):
+    """The job as the API shows it (built from the Redis job hash)."""
+
+    id: str
+    status: JobStatus
+    stage: Stage | None = None
+    percent: float = Field(0.0, description="Overall progress 0-100; never decreases")
+    attempt: int = Field(0, description="How many times a worker has claimed the job")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = Field(None, description="Audio duration in seconds, once decoded")
+    filename: str | None = Field(None, description="The client's file name, cleaned; metadata only")
+    size_bytes: int | None = None
+    options: JobOptions = Field(default_factory=JobOptions)
+    error: JobError | None = None
+
+    @classmethod
+    def from_hash(cls, h: dict[str, str]) -> JobRecord:
+        """Build from the Redis hash (all values strings; empty string = unset).
+
+        Raises:
+            pydantic.ValidationError: the hash is malformed.
+        """
+
+        def opt(k: str) -> str | None:
+            v = h.get(k)
+            return v if v not in (None, "") else None
+
+        data: dict[str, Any] = {
+            "id": h["id"],
+            "status": h["status"],
+            "stage": opt("stage"),
+            "percent": float(h.get("percent") or 0.0),
+            "attempt": int(h.get("attempt") or 0),
+            "created_at": h["created_at"],
+            "started_at": opt("started_at"),
+            "finished_at": opt("finished_at"),
+            "duration_s": float(h["duration_s"]) if opt("duration_s") else None,
+            "filename": opt("filename"),
+            "size_bytes": int(h["size_bytes"]) if opt("size_bytes") else None,
+            "options": JobOptions.model_validate_json(h["options"]) if opt("options") else JobOptions(),
+            "error": {"code": h["error_code"], "message": h.get("error_message", "")} if opt("error_code") else None,
+        }
+        return cls.model_validate(data)

@@ -1,0 +1,105 @@
+"""Local (or shared-volume) storage: job directories and atomic writes.
+
+Layout under the storage root:
+    jobs/<id>/source        the upload, exactly as received
+    jobs/<id>/job.json      the manifest (id, options, filename, created)
+    jobs/<id>/result.json   the transcript, written once the job succeeds
+Every file is written as temp file in the same directory, fsync, rename, so a reader sees the
+whole file or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+
+
+class Storage:
+    """Job files under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def job_dir(self, job_id: str) -> Path:
+        """`<root>/jobs/<id>`. Ids are server-made hex strings; anything else is refused.
+
+        Raises:
+            ValueError: `job_id` is not a 32-character lowercase hex string.
+        """
+        if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+            raise ValueError(f"bad job id {job_id!r}")
+        return self.root / "jobs" / job_id
+
+    def source(self, job_id: str) -> Path:
+        """The uploaded file."""
+        return self.job_dir(job_id) / "source"
+
+    def manifest(self, job_id: str) -> Path:
+        """The job manifest (`job.json`)."""
+        return self.job_dir(job_id) / "job.json"
+
+    def result(self, job_id: str) -> Path:
+        """The transcript (`result.json`)."""
+        return self.job_dir(job_id) / "result.json"
+
+    def work_dir(self, job_id: str) -> Path:
+        """Scratch space of the worker for this job (decoded audio and the like)."""
+        return self.job_dir(job_id) / "work"
+
+    def remove_job(self, job_id: str) -> None:
+        """Delete everything stored for the job (no error if nothing is there)."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def writable(self) -> bool:
+        """True if a file can be created, synced and removed under the root."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=TMP_PREFIX) as f:
+                f.write(b"ok")
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: temp file in the same directory, fsync, rename.
+
+    Raises:
+        OSError: the write failed (the temp file is removed; `path` is untouched).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """`atomic_write_bytes` of compact UTF-8 JSON."""
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode())

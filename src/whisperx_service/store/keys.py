@@ -1,0 +1,32 @@
+"""Every Redis key the service uses, built in one place. No f-string keys elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder bound to a prefix (`REDIS_KEY_PREFIX`, default `wxs`)."""
+
+    prefix: str = "wxs"
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job's state (status, stage, percent, attempt, lease, times, error)."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        """Stream: the job's progress events; entry id = SSE id."""
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def jobs_index(self) -> str:
+        """Sorted set: job ids scored by creation time (ms since the epoch)."""
+        return f"{self.prefix}:jobs"
+
+    def workers(self) -> str:
+        """Sorted set: worker names scored by their last heartbeat (s since the epoch)."""
+        return f"{self.prefix}:workers"
+
+    def metrics(self) -> str:
+        """Hash: service-wide counters shared by all gateway and worker processes."""
+        return f"{self.prefix}:metrics"
