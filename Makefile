@@ -1,0 +1,33 @@
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export PYANNOTE_METRICS_ENABLED := 0
+
+.PHONY: help install run test test-fast lint bench up
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## Install system packages, the venv (gateway + worker + dev) and the offline models
+	scripts/install.sh
+
+run: ## Run Redis (if none), the gateway on :8000 and one CPU worker, in the foreground
+	scripts/run.sh
+
+test: install ## Run every test (unit, API, integration, end to end on real speech)
+	scripts/test.sh
+
+test-fast: ## Unit and API tests only (no model loading)
+	$(PY) -m pytest -q tests/unit tests/api
+
+lint: ## ruff (lint + format check) and mypy --strict on src/
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+bench: install ## Benchmarks; writes bench/results.json
+	$(PY) bench/run.py
+
+up: ## Run the GPU stack with Docker Compose
+	docker compose -f docker-compose.gpu.yml up --build

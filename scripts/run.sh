@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run the whole service on this machine, in the foreground: installs what is missing, starts Redis
+# (if none answers), the gateway on :8000 and one CPU worker. Ctrl-C stops all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f .env ] && { set -a; . ./.env; set +a; }
+export STORAGE_ROOT=${STORAGE_ROOT:-./data} MODELS_DIR=${MODELS_DIR:-./models}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0} LOG_JSON=${LOG_JSON:-false}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PYANNOTE_METRICS_ENABLED=0
+scripts/install.sh
+mkdir -p "$STORAGE_ROOT"
+pids=()
+cleanup() { trap - INT TERM EXIT; echo; echo "[run] stopping"; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup INT TERM EXIT
+redis_pid=$(scripts/ensure_redis.sh); [ -n "$redis_pid" ] && pids+=("$redis_pid")
+.venv/bin/whisperx-service worker & pids+=($!)
+.venv/bin/whisperx-service api & pids+=($!)
+echo "[run] gateway on http://127.0.0.1:${API_PORT:-8000}  (docs: /docs)  Ctrl-C to stop"
+wait -n "${pids[@]}"

@@ -1,0 +1,145 @@
+"""Decode any audio/video file to 16 kHz mono 16-bit PCM on disk with ffmpeg, and read it back.
+
+The decoded file is raw little-endian int16 (`s16le`), 2 bytes per sample, 32,000 bytes per
+second. It lives on disk, never whole in RAM during decoding; readers map it with `numpy.memmap`.
+ffmpeg is called with an argument list (no shell), `-nostdin` and `-protocol_whitelist file`, so
+a crafted input can never make it open a URL or another protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from whisperx_service.config import BYTES_PER_SAMPLE, SAMPLE_RATE
+from whisperx_service.errors import AudioDecodeFailed, AudioTooLong
+
+#: Scale from int16 PCM to float32 in [-1, 1): 2**15.
+INT16_SCALE = 32768.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedAudio:
+    """A decoded PCM file: `path` holds `samples` int16 samples at `SAMPLE_RATE` Hz."""
+
+    path: Path
+    samples: int
+
+    @property
+    def duration_s(self) -> float:
+        """Duration in seconds."""
+        return self.samples / SAMPLE_RATE
+
+
+def _ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioDecodeFailed("ffmpeg is not installed on the worker", code="ffmpeg_missing")
+    return exe
+
+
+def probe_duration(src: Path) -> float | None:
+    """The container's duration in seconds from ffprobe, or None when it does not say.
+
+    Only used for progress and an early length check; the decoded sample count is the truth.
+    """
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "-v", "error", "-protocol_whitelist", "file", "-show_entries", "format=duration",
+             "-of", "default=noprint_wrappers=1:nokey=1", str(src)],
+            capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        )
+        return float(out.stdout.strip())
+    except (ValueError, subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def decode_to_pcm(
+    src: Path,
+    dst: Path,
+    *,
+    max_duration_s: float,
+    progress: Callable[[float], None] | None = None,
+) -> DecodedAudio:
+    """Decode `src` to raw 16 kHz mono s16le PCM at `dst` (temp file, fsync, rename).
+
+    Args:
+        src: any file ffmpeg reads (audio or video; the first audio stream is used).
+        dst: where the PCM goes; its directory must exist.
+        max_duration_s: decoding stops one second past this; a longer file is refused.
+        progress: called with 0-100 as ffmpeg reports its position (needs a probed duration).
+    Returns:
+        The decoded file and its sample count.
+    Raises:
+        AudioDecodeFailed: ffmpeg failed or found no audio (code `audio_decode_failed`).
+        AudioTooLong: the audio is longer than `max_duration_s` (code `audio_too_long`).
+    """
+    total = probe_duration(src)
+    if total is not None and total > max_duration_s + 1:
+        raise AudioTooLong(f"audio is {total:.0f} s long; the limit is {max_duration_s:.0f} s")
+    tmp = dst.with_name(dst.name + ".part")
+    cmd = [
+        _ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
+        "-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+        "-acodec", "pcm_s16le", "-f", "s16le", "-t", f"{max_duration_s + 1:.3f}",
+        "-progress", "pipe:1", "-nostats", "-y", str(tmp),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            # `-progress` prints key=value lines; out_time_us is the decoded position (microseconds).
+            if progress is not None and total and line.startswith("out_time_us="):
+                with contextlib.suppress(ValueError):
+                    progress(min(100.0, int(line.split("=", 1)[1]) / 1e6 / total * 100.0))
+        stderr = proc.stderr.read() if proc.stderr else ""
+        rc = proc.wait()
+        if rc != 0:
+            msg = stderr.strip().splitlines()[-1] if stderr.strip() else f"ffmpeg exited with {rc}"
+            if "matches no streams" in stderr:
+                msg = "the file has no audio stream"
+            raise AudioDecodeFailed(f"cannot decode the audio: {msg}")
+        size = tmp.stat().st_size
+        if size < BYTES_PER_SAMPLE * SAMPLE_RATE // 100:  # under 10 ms of audio
+            raise AudioDecodeFailed("the file contains no decodable audio")
+        samples = size // BYTES_PER_SAMPLE
+        if samples / SAMPLE_RATE > max_duration_s:
+            raise AudioTooLong(f"audio is longer than the limit of {max_duration_s:.0f} s")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        return DecodedAudio(dst, samples)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def open_pcm(path: Path) -> np.memmap:
+    """Map a decoded PCM file read-only: shape (samples,), dtype int16. Nothing is read yet."""
+    return np.memmap(path, dtype=np.int16, mode="r")
+
+
+def read_window(pcm: np.ndarray, start_s: float = 0.0, end_s: float | None = None) -> np.ndarray:
+    """Samples [start_s, end_s) of mapped PCM as float32 in [-1, 1), shape (n,), a fresh array.
+
+    Args:
+        pcm: int16 samples at `SAMPLE_RATE` (e.g. from `open_pcm`).
+        start_s: window start in seconds (clamped to 0).
+        end_s: window end in seconds; None = the end of the audio.
+    """
+    a = max(0, int(round(start_s * SAMPLE_RATE)))
+    b = len(pcm) if end_s is None else min(len(pcm), int(round(end_s * SAMPLE_RATE)))
+    return np.asarray(pcm[a:b], dtype=np.float32) / INT16_SCALE

@@ -1,0 +1,51 @@
+"""The Celery app factory, configured for long GPU jobs on a Redis broker (DESIGN.md section 4).
+
+- `task_acks_late` + `task_reject_on_worker_lost`: a job whose worker dies is redelivered,
+  not lost; the job's lease and attempt number stop a redelivered copy from working twice.
+- `worker_prefetch_multiplier=1`: a worker holds one job at a time, others stay queued for
+  other workers.
+- `visibility_timeout` above the hard time limit: Redis redelivers only jobs whose worker is
+  gone, never one that is still running (validated in `WorkerSettings`).
+- `worker_cancel_long_running_tasks_on_connection_loss`: a worker that loses Redis stops its job
+  rather than finishing it twice.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from whisperx_service.config import Settings
+
+#: The one task name the gateway enqueues (task id = job id).
+TRANSCRIBE_TASK = "whisperx_service.transcribe"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Build the Celery app for the gateway (to enqueue) and the worker (to run jobs).
+
+    The settings object travels on the app as `app.wxs_settings` so tasks read it from there.
+    """
+    app = Celery("whisperx_service", broker=settings.redis.url, include=["whisperx_service.worker.tasks"])
+    w = settings.worker
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=w.concurrency,
+        worker_max_tasks_per_child=w.max_tasks_per_child,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_soft_shutdown_timeout=float(min(w.task_soft_time_limit_s, 60)),
+        task_time_limit=w.task_time_limit_s,
+        task_soft_time_limit=w.task_soft_time_limit_s,
+        task_ignore_result=True,
+        task_default_queue=w.queue,
+        task_routes={TRANSCRIBE_TASK: {"queue": w.queue}},
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": w.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+    )
+    app.wxs_settings = settings  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,8 @@
+"""Module the `celery` command and `whisperx-service worker` load: `celery -A whisperx_service.worker.main`."""
+
+from __future__ import annotations
+
+from whisperx_service.config import get_settings
+from whisperx_service.worker.celery_app import make_celery
+
+app = make_celery(get_settings())

@@ -1,0 +1,92 @@
+"""Per-process model cache: each model loads on first use in the worker's pool process and stays.
+
+Models are never loaded in `worker_process_init` (Celery gives that hook 4 s) and never per job.
+The cache records every load, so a job can report which models it had to load (`models_loaded`
+in the result) and a test can prove a second job on the same worker loads nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from whisperx_service.config import AlignBackend, Settings
+from whisperx_service.pipeline import loaders
+
+log = structlog.get_logger(__name__)
+
+
+class ModelCache:
+    """Lazily loaded models of one process, keyed by what distinguishes them.
+
+    Thread-safe (a lock around loads); the worker runs one job per process at a time anyway.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        #: Every load this process made, in order: "asr:<name>", "align:<lang>", "diarize:<name>".
+        self.loads: list[str] = []
+        self.device = loaders.resolve_device(settings.asr.device)
+
+    def _get(self, key: str, load: Any) -> Any:
+        with self._lock:
+            if key not in self._models:
+                t = time.perf_counter()
+                self._models[key] = load()
+                self.loads.append(key)
+                log.info("model_loaded", model=key, seconds=round(time.perf_counter() - t, 2))
+            return self._models[key]
+
+    def asr(self) -> Any:
+        """The WhisperX ASR pipeline (faster-whisper + VAD); one per process.
+
+        Raises:
+            ModelLoadFailed: the model cannot be loaded.
+        """
+        name = loaders.resolve_asr_model(self.settings)
+        return self._get(f"asr:{name}", lambda: loaders.load_asr(self.settings, self.settings.asr.language))
+
+    def aligner(self, language: str) -> tuple[Any, Any]:
+        """The wav2vec2 alignment model and its metadata for `language`.
+
+        Raises:
+            ModelLoadFailed: no model for the language, or it cannot be loaded.
+        """
+        return self._get(f"align:{language}", lambda: loaders.load_aligner(self.settings, language))  # type: ignore[no-any-return]
+
+    def diarizer(self) -> Any:
+        """The pyannote diarization pipeline (wrapped by WhisperX).
+
+        Raises:
+            ModelLoadFailed: the pipeline cannot be loaded.
+        """
+        name = loaders.resolve_diarization_pipeline(self.settings)
+        return self._get(f"diarize:{name}", lambda: loaders.load_diarizer(self.settings))
+
+    def describe(self, language: str | None) -> dict[str, str]:
+        """Which model each stage uses (names or paths), for the result's `models` field."""
+        out = {
+            "asr": loaders.resolve_asr_model(self.settings),
+            "vad": self.settings.asr.vad_method.value,
+            "align": self.settings.align.backend.value,
+            "diarize": loaders.resolve_diarization_pipeline(self.settings),
+        }
+        if self.settings.align.backend == AlignBackend.wav2vec2:
+            out["align"] = f"wav2vec2:{self.settings.align.model or f'whisperx-default-{language}'}"
+        return out
+
+
+_cache: ModelCache | None = None
+
+
+def get_model_cache(settings: Settings) -> ModelCache:
+    """The process-wide cache, created on first call (in the pool child, after fork)."""
+    global _cache
+    if _cache is None:
+        _cache = ModelCache(settings)
+    return _cache

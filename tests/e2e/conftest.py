@@ -1,0 +1,154 @@
+"""A real service for end-to-end tests: a uvicorn gateway and a Celery worker as processes.
+
+They share a Redis database (14, not the API tests' flushed 15), a key prefix and a queue that
+are unique to the fixture, and a temp storage root. The worker runs the offline models on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR, REPO
+from tests.sse import SseEvent, iter_sse
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The offline model bundle, prepared (idempotently) once per session."""
+    from whisperx_service.pipeline.prepare import prepare_models
+
+    prepare_models(MODELS_DIR)
+    return MODELS_DIR
+
+
+@dataclass
+class Service:
+    """Handles to a running gateway + worker."""
+
+    url: str
+    storage: Path
+    env: dict[str, str]
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        """An HTTP client on the gateway."""
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def submit(self, path: Path, **fields: Any) -> dict[str, Any]:
+        """POST a file as a job; returns the 202 body."""
+        with self.client() as c, path.open("rb") as f:
+            r = c.post("/v1/jobs", files={"file": (path.name, f, "audio/wav")},
+                       data={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()})  # fmt: skip
+        assert r.status_code == 202, r.text
+        return dict(r.json())
+
+    def events(self, job_id: str, last_event_id: str | None = None) -> list[SseEvent]:
+        """Read the job's SSE stream to its end."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with httpx.Client(base_url=self.url, timeout=httpx.Timeout(30.0, read=600.0)) as c:
+            return list(iter_sse(c, f"/v1/jobs/{job_id}/events", headers))
+
+    def wait(self, job_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Poll the status until terminal; returns the last status body."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as c:
+            while time.monotonic() < deadline:
+                body = c.get(f"/v1/jobs/{job_id}").json()
+                if body["status"] in ("succeeded", "failed", "cancelled"):
+                    return dict(body)
+                time.sleep(0.5)
+        raise AssertionError(f"job {job_id} not finished after {timeout_s} s; logs in {self.logs}")
+
+    def result(self, job_id: str, fmt: str = "json") -> httpx.Response:
+        """GET the result in a format."""
+        with self.client() as c:
+            return c.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})
+
+
+def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> Service:
+    """Start gateway + worker processes and wait until /readyz says the worker is alive."""
+    tag = uuid.uuid4().hex[:8]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/14",
+        "REDIS_KEY_PREFIX": f"e2e-{tag}",
+        "WORKER_QUEUE": f"e2e-{tag}",
+        "STORAGE_ROOT": str(tmp / "storage"),
+        "MODELS_DIR": str(models),
+        "ASR_DEVICE": "cpu",
+        "ASR_THREADS": "2",
+        "WORKER_HEARTBEAT_S": "1",
+        "LOG_JSON": "true",
+        "HF_HUB_OFFLINE": "1",
+        "PYANNOTE_METRICS_ENABLED": "0",
+        "API_PORT": str(port),
+        **extra_env,
+    }
+    logs = tmp / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    svc = Service(f"http://127.0.0.1:{port}", tmp / "storage", env, logs)
+    py = sys.executable
+    cmds = {
+        "worker": [py, "-m", "celery", "-A", "whisperx_service.worker.main", "worker", "-P", "prefork", "-c", "1",
+                   "-Q", env["WORKER_QUEUE"], "-n", f"e2e-{tag}@%h", "--without-gossip", "--without-mingle",
+                   "--loglevel", "INFO"],
+        "api": [py, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning"],
+    }  # fmt: skip
+    for name, cmd in cmds.items():
+        out = (logs / f"{name}.log").open("wb")
+        svc.procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for p in svc.procs:
+            if p.poll() is not None:
+                stop_service(svc)
+                raise AssertionError(f"a service process exited early; logs in {logs}")
+        try:
+            if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200:
+                return svc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    stop_service(svc)
+    raise AssertionError(f"service not ready in 120 s; logs in {logs}")
+
+
+def stop_service(svc: Service) -> None:
+    """Terminate the processes (SIGTERM, then SIGKILL after 20 s)."""
+    for p in svc.procs:
+        p.terminate()
+    for p in svc.procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str, models_dir: Path) -> Iterator[Service]:
+    """A running gateway + CPU worker with the default (whisper) alignment backend."""
+    svc = start_service(tmp_path_factory.mktemp("svc"), redis_url, models_dir)
+    yield svc
+    stop_service(svc)

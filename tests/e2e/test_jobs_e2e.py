@@ -1,0 +1,192 @@
+"""End to end on real speech: a real gateway and Celery worker process, real Redis, real models.
+
+Jobs: pyannote's real two-speaker phone call (scored against its RTTM and STM references), and a
+synthetic two-voice espeak-ng conversation with exact turn times. Each job runs once per module
+(fixtures) and several tests read its outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Service
+from tests.metrics import der, wer, word_speaker_accuracy
+from tests.speech import SAMPLE_WAV, make_conversation, read_rttm, read_stm
+from tests.sse import SseEvent, stream_id
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+STAGES = ["decode", "transcribe", "align", "diarize", "merge"]
+
+
+class JobRun:
+    """A job submitted once, with its full SSE stream read from the start, and a second reader
+    that disconnects after a few events and resumes with Last-Event-ID."""
+
+    def __init__(self, svc: Service, path: Path, **fields: Any) -> None:
+        self.svc = svc
+        self.accepted = svc.submit(path, **fields)
+        self.id: str = self.accepted["id"]
+        self.full: list[SseEvent] = []
+        self.resumed_first: list[SseEvent] = []
+        self.resumed_rest: list[SseEvent] = []
+        reader = threading.Thread(target=lambda: self.full.extend(svc.events(self.id)))
+        resumer = threading.Thread(target=self._resume)
+        reader.start()
+        resumer.start()
+        reader.join(900)
+        resumer.join(900)
+        self.status = svc.wait(self.id, 60)
+        r = svc.result(self.id)
+        self.result: dict[str, Any] = r.json() if r.status_code == 200 else {}
+
+    def _resume(self) -> None:
+        from tests.sse import iter_sse
+
+        import httpx
+
+        with httpx.Client(base_url=self.svc.url, timeout=httpx.Timeout(30.0, read=600.0)) as c:
+            for ev in iter_sse(c, f"/v1/jobs/{self.id}/events"):
+                self.resumed_first.append(ev)
+                if ev.event == "progress" or len(self.resumed_first) >= 4:
+                    break  # disconnect mid-job
+        last = self.resumed_first[-1].id
+        assert last is not None
+        self.resumed_rest = self.svc.events(self.id, last_event_id=last)
+
+    def words(self) -> list[dict[str, Any]]:
+        return [w for s in self.result["segments"] for w in s["words"]]
+
+    def text(self) -> str:
+        return " ".join(s["text"] for s in self.result["segments"])
+
+
+@pytest.fixture(scope="module")
+def sample_job(service: Service) -> JobRun:
+    return JobRun(service, SAMPLE_WAV, diarize=True, num_speakers=2)
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any]]:
+    return make_conversation(tmp_path_factory.mktemp("conv"))
+
+
+@pytest.fixture(scope="module")
+def conversation_job(service: Service, conversation: tuple[Path, list[Any]]) -> JobRun:
+    return JobRun(service, conversation[0], diarize=True, num_speakers=2, language="en")
+
+
+def test_sample_call_succeeds_with_ordered_events(sample_job: JobRun) -> None:
+    assert sample_job.status["status"] == "succeeded", sample_job.status
+    ev = sample_job.full
+    assert ev[0].event == "snapshot"
+    ids = [stream_id(e.id) for e in ev[1:] if e.id]
+    assert len(ids) == len(ev) - 1, "every stored event carries an id"
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), "ids strictly increase"
+    percents = [float(e.data["percent"]) for e in ev if e.event == "progress"]
+    assert percents == sorted(percents), "percent never decreases"
+    seen = {e.data["stage"] for e in ev if e.event == "progress"}
+    assert set(STAGES) <= seen, f"stages seen: {seen}"
+    terminal = [e for e in ev if e.event in ("succeeded", "failed", "cancelled")]
+    assert [e.event for e in terminal] == ["succeeded"] and ev[-1].event == "succeeded"
+    assert ev[1].event == "queued"
+
+
+def test_sample_call_transcript_quality(sample_job: JobRun) -> None:
+    res = sample_job.result
+    ref = " ".join(t.text for t in read_stm())
+    w = wer(ref, sample_job.text())
+    assert w <= 0.25, f"WER {w:.3f}"
+    assert len(res["speakers"]) == 2, res["speakers"]
+    turns = [(s["start"], s["end"], s["speaker"]) for s in res["segments"]]
+    d = der(read_rttm(), turns)
+    assert d <= 0.15, f"DER {d:.3f}"
+    words = sample_job.words()
+    duration = res["duration"]
+    assert abs(duration - 30.0) < 1.0
+    starts = [x["start"] for x in words]
+    assert starts == sorted(starts), "word start times never go back"
+    assert all(0 <= x["start"] <= x["end"] <= duration for x in words)
+    assert all(x["speaker"] in {s["id"] for s in res["speakers"]} for x in words)
+
+
+def test_sample_call_status_and_formats(sample_job: JobRun, service: Service) -> None:
+    st = sample_job.status
+    assert st["percent"] == 100 and st["attempt"] == 1 and st["error"] is None
+    assert st["started_at"] and st["finished_at"] and abs(st["duration_s"] - 30.0) < 1.0
+    srt = service.result(sample_job.id, "srt")
+    assert srt.status_code == 200
+    cues = [c for c in srt.text.strip().split("\n\n") if c]
+    assert len(cues) >= len(sample_job.result["segments"])
+    for cue in cues:
+        n, times, *text = cue.splitlines()
+        assert n.isdigit() and " --> " in times and text and text[0].startswith("[SPEAKER_")
+    vtt = service.result(sample_job.id, "vtt")
+    assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT")
+    assert "<v SPEAKER_0" in vtt.text
+
+
+def test_sse_resume_with_last_event_id_loses_and_repeats_nothing(sample_job: JobRun) -> None:
+    full_ids = [e.id for e in sample_job.full[1:]]
+    first = [e.id for e in sample_job.resumed_first[1:]]
+    rest = [e.id for e in sample_job.resumed_rest]
+    assert sample_job.resumed_rest[0].event != "snapshot", "a resumed stream sends no snapshot"
+    assert first + rest == full_ids, "every event exactly once across the reconnect"
+    assert rest, "the reconnect happened before the job ended"
+
+
+def test_synthetic_conversation_words_and_speakers(conversation_job: JobRun, conversation: Any) -> None:
+    _, gt = conversation
+    assert conversation_job.status["status"] == "succeeded", conversation_job.status
+    res = conversation_job.result
+    w = wer(" ".join(t.text for t in gt), conversation_job.text())
+    assert w <= 0.10, f"WER {w:.3f}"
+    acc, matched = word_speaker_accuracy(gt, conversation_job.words())
+    assert matched >= 100
+    assert acc >= 0.90, f"word-to-speaker accuracy {acc:.3f}"
+    words_total = sum(len(s["words"]) for s in res["segments"])
+    same = sum(1 for s in res["segments"] for x in s["words"] if x["speaker"] == s["speaker"])
+    assert same / words_total >= 0.95
+    # word boundaries from the whisper aligner: each turn's first word starts near the turn start
+    for t in gt:
+        near = min(abs(x["start"] - t.start) for x in conversation_job.words())
+        assert near <= 0.5, f"no word starts within 0.5 s of turn {t}"
+
+
+def test_models_load_once_per_worker(sample_job: JobRun, conversation_job: JobRun) -> None:
+    first, second = sorted([sample_job, conversation_job], key=lambda j: j.status["finished_at"])
+    assert any(m.startswith("asr:") for m in first.result["models_loaded"])
+    assert any(m.startswith("diarize:") for m in first.result["models_loaded"])
+    assert second.result["models_loaded"] == [], "the second job on the same worker loads nothing"
+
+
+def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> None:
+    # A RIFF/WAVE header (so the type check lets it through) followed by garbage.
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x10\x00WAVEfmt " + bytes(range(256)) * 64)
+    job = service.submit(bad)
+    st = service.wait(job["id"], 120)
+    assert st["status"] == "failed"
+    assert st["error"]["code"] == "audio_decode_failed"
+    job_dir = service.storage / "jobs" / job["id"]
+    leftovers = sorted(p.name for p in job_dir.iterdir())
+    assert leftovers == ["job.json", "source"], leftovers
+    assert service.result(job["id"]).status_code == 409
+    ev = service.events(job["id"])
+    assert ev[-1].event == "failed" and ev[-1].data["code"] == "audio_decode_failed"
+
+
+def test_text_file_is_refused_at_upload(service: Service, tmp_path: Path) -> None:
+    txt = tmp_path / "notes.wav"
+    txt.write_text("this is not audio at all, just some words in a text file\n" * 20)
+    with service.client() as c, txt.open("rb") as f:
+        r = c.post("/v1/jobs", files={"file": ("notes.wav", f, "audio/wav")})
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    jobs_root = service.storage / "jobs"
+    stray = [p for p in jobs_root.rglob("*") if p.is_file() and ".tmp-" in p.name] if jobs_root.exists() else []
+    assert stray == []
