@@ -192,7 +192,7 @@ def run_pipeline(
 
         t = time.perf_counter()
         progress(Stage.merge, 0.0)
-        out_segments, turns = merge(segments, turns, decoded.duration_s)
+        out_segments, turns = merge(segments, turns, decoded.duration_s, language)
         timings["merge"] = time.perf_counter() - t
         used = models.describe(language)
         if not options.align:
@@ -214,7 +214,7 @@ def run_pipeline(
 
 
 def merge(
-    segments: list[dict[str, Any]], turns: list[SpeakerTurn], duration_s: float
+    segments: list[dict[str, Any]], turns: list[SpeakerTurn], duration_s: float, language: str
 ) -> tuple[list[Segment], list[SpeakerTurn]]:
     """Words with times and speakers, segments split at speaker changes.
 
@@ -222,10 +222,11 @@ def merge(
         segments: WhisperX segment dicts, with `words` when aligned.
         turns: diarization turns with the pipeline's labels (may be empty).
         duration_s: audio duration; every time is clamped into [0, duration_s].
+        language: the transcript's language (decides how words join into text).
     Returns:
         (segments, turns relabelled SPEAKER_00.. in order of first appearance).
     """
-    turns = wordops.relabel_speakers(turns)
+    turns, _ = wordops.relabel_speakers(turns)
     asr_segments: list[Segment] = []
     for seg in segments:
         start = max(0.0, min(float(seg["start"]), duration_s))
@@ -238,4 +239,4 @@ def merge(
         asr_segments.append(
             Segment(id=len(asr_segments), start=ws[0].start, end=ws[-1].end, text=str(seg["text"]).strip(), words=ws)
         )
-    return wordops.split_at_speaker_turns(asr_segments), turns
+    return wordops.split_at_speaker_turns(asr_segments, word_sep=wordops.word_separator(language)), turns

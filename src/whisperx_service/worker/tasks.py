@@ -200,7 +200,7 @@ def _beat_loop(settings: Settings, name: str) -> None:
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     settings: Settings = sender.app.wxs_settings
-    configure_logging(settings.observability)
+    configure_logging(settings)
     _init_sentry(settings)
     threading.Thread(target=_beat_loop, args=(settings, worker_name()), daemon=True, name="heartbeat").start()
 

@@ -1,0 +1,60 @@
+"""FastAPI dependencies, declared once as `Annotated` aliases and reused by every route.
+
+Everything comes from `app.state`, which the lifespan in `app.py` fills: no import-time globals.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Path, Request
+
+from whisperx_service.config import Settings
+from whisperx_service.errors import NotFound
+from whisperx_service.storage.local import Storage
+from whisperx_service.store.jobs import AsyncJobStore
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_jobs(request: Request) -> AsyncJobStore:
+    """The gateway's job store (async Redis)."""
+    jobs: AsyncJobStore = request.app.state.jobs
+    return jobs
+
+
+def get_storage(request: Request) -> Storage:
+    """Job files under the storage root."""
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def get_celery(request: Request) -> Celery:
+    """The Celery app used to enqueue jobs (never runs tasks in the gateway)."""
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+def valid_job_id(job_id: Annotated[str, Path(description="Job id (32 lowercase hex characters)")]) -> str:
+    """The job id from the path, if it can be one.
+
+    Raises:
+        NotFound: the id is not 32 lowercase hex characters (so it cannot name a job).
+    """
+    if len(job_id) != 32 or not _HEX.issuperset(job_id):
+        raise NotFound(f"job {job_id[:64]!r} not found")
+    return job_id
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+JobsDep = Annotated[AsyncJobStore, Depends(get_jobs)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+JobIdDep = Annotated[str, Depends(valid_job_id)]

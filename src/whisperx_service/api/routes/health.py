@@ -1,0 +1,110 @@
+"""`/healthz` (alive), `/readyz` (can take work) and `/metrics` (Prometheus).
+
+The job counters live in Redis (shared by every gateway and worker process), so `/metrics` reads
+them at scrape time and renders them with a throwaway registry; only `wxs_sse_clients` is local to
+this gateway process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from whisperx_service.api.deps import JobsDep, SettingsDep, StorageDep
+from whisperx_service.domain.jobs import TERMINAL
+from whisperx_service.logs import get_logger
+from whisperx_service.store.jobs import DURATION_BUCKETS_S
+
+router = APIRouter(tags=["health"])
+log = get_logger(__name__)
+
+#: Seconds each readiness check may take before it counts as failed.
+READY_CHECK_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """Always 200 while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"description": "a check failed; the body lists each check's result"}},
+)
+async def readyz(settings: SettingsDep, jobs: JobsDep, storage: StorageDep) -> JSONResponse:
+    """200 when Redis answers, storage is writable and at least one worker sent a heartbeat
+    within 3 heartbeat intervals; otherwise 503. The body shows each check's result.
+    """
+    redis_ok, workers = False, 0
+    try:
+        with anyio.fail_after(READY_CHECK_TIMEOUT_S):
+            redis_ok = bool(await jobs.r.ping())
+            workers = await jobs.live_workers(within_s=3 * settings.worker.heartbeat_s)
+    except Exception as e:  # any failure is "not ready", never an error
+        log.warning("readiness_redis_failed", error=repr(e))
+    storage_ok = await anyio.to_thread.run_sync(storage.writable)
+    ready = redis_ok and storage_ok and workers >= 1
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "checks": {"redis": redis_ok, "storage": storage_ok, "workers": workers},
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+class _SharedCounters(Collector):
+    """Prometheus view of the counters hash in Redis plus the gateway's live SSE clients."""
+
+    def __init__(self, counters: Mapping[str, str], sse_clients: int) -> None:
+        self.counters = counters
+        self.sse_clients = sse_clients
+
+    def _num(self, key: str) -> float:
+        try:
+            return float(self.counters.get(key) or 0)
+        except ValueError:
+            return 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        submitted = CounterMetricFamily("wxs_jobs_submitted", "Jobs accepted by the gateway")
+        submitted.add_metric([], self._num("submitted"))
+        yield submitted
+        finished = CounterMetricFamily("wxs_jobs_finished", "Jobs that ended, by outcome", labels=["outcome"])
+        for status in sorted(TERMINAL):
+            finished.add_metric([status.value], self._num(f"finished:{status.value}"))
+        yield finished
+        upload = CounterMetricFamily("wxs_upload_bytes", "Bytes of accepted uploads")
+        upload.add_metric([], self._num("upload_bytes"))
+        yield upload
+        # The counters are cumulative already: a job increments every bucket whose bound it fits.
+        buckets = [(f"{le:g}", self._num(f"duration_bucket:{le:g}")) for le in DURATION_BUCKETS_S]
+        buckets.append(("+Inf", self._num("duration_bucket:+Inf")))
+        yield HistogramMetricFamily(
+            "wxs_job_duration_seconds",
+            "Seconds from submission to the terminal status",
+            buckets=buckets,
+            sum_value=self._num("duration_sum"),
+        )
+        sse = GaugeMetricFamily("wxs_sse_clients", "Open event streams on this gateway process")
+        sse.add_metric([], self.sse_clients)
+        yield sse
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request, jobs: JobsDep) -> Response:
+    """Prometheus text exposition of the shared job counters (read from Redis at scrape time).
+
+    Raises:
+        redis.ConnectionError: Redis does not answer (answered as 503).
+    """
+    counters = await jobs.metrics()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SharedCounters(counters, request.app.state.sse_clients))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,68 @@
+"""Structured logs: one JSON object per line (or readable console lines), the job id on every line.
+
+`configure_logging(settings)` routes both structlog and the standard `logging` module (uvicorn,
+celery, redis) through the same processors, so every line has the same shape. Code binds the job
+id with `structlog.contextvars.bind_contextvars(job_id=...)`; it then appears on every line that
+request or task writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from structlog.typing import FilteringBoundLogger
+
+from whisperx_service.config import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    """Set up structlog and the stdlib root logger from `settings.observability`.
+
+    Safe to call more than once (the root handler is replaced, not added to).
+    """
+    obs = settings.observability
+    level = logging.getLevelName(obs.log_level)
+    if not isinstance(level, int):
+        level = logging.INFO
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if obs.log_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # uvicorn installs its own handlers; send its lines through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+
+
+def get_logger(name: str) -> FilteringBoundLogger:
+    """A structlog logger named `name` (bound context vars such as job_id are merged in)."""
+    logger: FilteringBoundLogger = structlog.get_logger(name)
+    return logger
