@@ -122,6 +122,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         client = aioredis.Redis.from_url(
             settings.redis.url,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            # Above the SSE route's XREAD BLOCK time, or a blocked read times out (redis-py >= 6: 5 s).
+            socket_timeout=settings.api.sse_block_ms / 1000 + 10,
             socket_keepalive=True,
             health_check_interval=30,
         )

@@ -50,6 +50,9 @@ class Transcript(BaseModel):
     duration: float = Field(description="Audio duration in seconds")
     segments: list[Segment]
     speakers: list[SpeakerInfo] = Field(default_factory=list)
+    speaker_turns: list[SpeakerTurn] = Field(
+        default_factory=list, description="Who spoke when, from diarization (labels as in segments)"
+    )
     models: dict[str, str] = Field(default_factory=dict, description="Stage -> model name or path used")
     timings: dict[str, float] = Field(default_factory=dict, description="Stage -> wall seconds")
     models_loaded: list[str] = Field(

@@ -204,6 +204,7 @@ def run_pipeline(
             duration=round(decoded.duration_s, 3),
             segments=out_segments,
             speakers=wordops.speaker_stats(turns),
+            speaker_turns=sorted(turns, key=lambda x: (x.start, x.end)),
             models=used,
             timings={k: round(v, 3) for k, v in timings.items()},
             models_loaded=models.loads[loads_before:],
