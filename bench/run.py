@@ -165,7 +165,11 @@ def main() -> None:
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     if not args.only or "upload" in args.only:
         results["upload"] = bench_upload(args.upload_bytes, args.redis_url)
         print("upload:", json.dumps(results["upload"]))

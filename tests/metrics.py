@@ -47,9 +47,7 @@ def word_speaker_accuracy(reference: list[Turn], words: list[dict[str, Any]]) ->
     ref_words = [(w, t.speaker) for t in reference for w in normalize(t.text).split()]
     hyp_words = [(w2, w.get("speaker")) for w in words for w2 in normalize(w["word"]).split()]
     sm = difflib.SequenceMatcher(a=[r[0] for r in ref_words], b=[h[0] for h in hyp_words], autojunk=False)
-    pairs = [
-        (ref_words[b.a + k][1], hyp_words[b.b + k][1]) for b in sm.get_matching_blocks() for k in range(b.size)
-    ]
+    pairs = [(ref_words[b.a + k][1], hyp_words[b.b + k][1]) for b in sm.get_matching_blocks() for k in range(b.size)]
     hyp_labels = sorted({h for _, h in pairs if h})
     ref_labels = sorted({r for r, _ in pairs})
     best = 0

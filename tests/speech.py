@@ -29,7 +29,10 @@ CONVERSATION = [
     ("B", "Yes, the charts are ready. I made three new slides that compare this year with last year."),
     ("A", "That sounds great. Let us meet on Thursday at ten to review the whole document together."),
     ("B", "Thursday works for me. I will book the small meeting room on the second floor."),
-    ("A", "Perfect. Please also invite Maria from the finance team, because she has questions about the budget."),
+    (
+        "A",
+        "Perfect. Please also invite Maria from the finance team, because she has questions about the budget.",
+    ),
     ("B", "Of course. I will send her an invitation right after lunch, and I will attach the draft."),
 ]
 

@@ -64,9 +64,7 @@ def prepare_command(models_dir: Path | None, test_models: bool) -> None:
     multiple=True,
     help="Language whose wav2vec2 aligner to fetch; repeat for several [default: ASR_LANGUAGE or en].",
 )
-@click.option(
-    "--asr-model", default=None, help="Whisper model to fetch [default: ASR_MODEL, else per device]."
-)
+@click.option("--asr-model", default=None, help="Whisper model to fetch [default: ASR_MODEL, else per device].")
 @click.option(
     "--timeout",
     "timeout_s",

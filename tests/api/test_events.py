@@ -36,9 +36,7 @@ def _run_job(store: JobStore, job_id: str, steps: int = 5) -> None:
     claim = store.claim(job_id, "test-worker", lease_s=60)
     assert claim.outcome == "claimed"
     for i in range(1, steps + 1):
-        assert store.progress(
-            job_id, claim.attempt, Stage.transcribe, 100.0 * i / steps, chunk=i, chunks=steps
-        )
+        assert store.progress(job_id, claim.attempt, Stage.transcribe, 100.0 * i / steps, chunk=i, chunks=steps)
     assert store.finish(job_id, JobStatus.succeeded, attempt=claim.attempt)
 
 
@@ -116,9 +114,7 @@ def test_terminal_job_with_a_lost_stream_gets_one_synthesized_terminal_event(
 ) -> None:
     job_id = submit()
     claim = worker_store.claim(job_id, "w", lease_s=60)
-    worker_store.finish(
-        job_id, JobStatus.failed, attempt=claim.attempt, error_code="worker_lost", error_message="gone"
-    )
+    worker_store.finish(job_id, JobStatus.failed, attempt=claim.attempt, error_code="worker_lost", error_message="gone")
     redis_client.delete(f"wxs:job:{job_id}:events")
     events = _events(gateway, job_id)
     assert [e.event for e in events] == ["snapshot", "failed"]

@@ -87,7 +87,5 @@ def test_gateway_never_imports_the_ml_stack() -> None:
         "heavy = ('torch', 'whisperx', 'faster_whisper', 'pyannote', 'ctranslate2')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout

@@ -26,9 +26,7 @@ def _no_job_left(gateway: Gateway, r: redis.Redis) -> None:
     assert r.llen(QUEUE) == 0
 
 
-def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(
-    gateway: Gateway, redis_client: redis.Redis
-) -> None:
+def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(gateway: Gateway, redis_client: redis.Redis) -> None:
     payload = wav_bytes(0.1)[:44] + os.urandom(9 * 1024 * 1024)  # spans several write batches
     r = gateway.client.post(
         "/v1/jobs",
@@ -74,9 +72,7 @@ def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(
     assert rec["options"]["hotwords"] == "WhisperX" and rec["error"] is None
 
 
-def test_upload_over_content_length_is_refused_before_reading(
-    gateway: Gateway, redis_client: redis.Redis
-) -> None:
+def test_upload_over_content_length_is_refused_before_reading(gateway: Gateway, redis_client: redis.Redis) -> None:
     port = int(gateway.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(
@@ -172,9 +168,7 @@ def test_bad_uploads_are_refused_and_leave_nothing(
     _no_job_left(gateway, redis_client)
 
 
-def test_options_before_the_file_are_checked_before_it_is_read(
-    gateway: Gateway, redis_client: redis.Redis
-) -> None:
+def test_options_before_the_file_are_checked_before_it_is_read(gateway: Gateway, redis_client: redis.Redis) -> None:
     boundary = "b0undary"
     body = (
         (
@@ -195,9 +189,7 @@ def test_options_before_the_file_are_checked_before_it_is_read(
 def test_not_multipart_is_refused(gateway: Gateway, redis_client: redis.Redis) -> None:
     r = gateway.client.post("/v1/jobs", content=wav_bytes(), headers={"Content-Type": "audio/wav"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
-    r = gateway.client.post(
-        "/v1/jobs", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"}
-    )
+    r = gateway.client.post("/v1/jobs", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
     _no_job_left(gateway, redis_client)
 
@@ -273,9 +265,7 @@ def test_redis_down_answers_503_and_leaves_nothing(
     assert redis_client.llen(QUEUE) == 0
 
 
-def test_broker_down_answers_503_and_forgets_the_job(
-    api_settings: Settings, redis_client: redis.Redis
-) -> None:
+def test_broker_down_answers_503_and_forgets_the_job(api_settings: Settings, redis_client: redis.Redis) -> None:
     broker = Celery("wxs-broker-down", broker=f"redis://127.0.0.1:{free_port()}/0")
     broker.conf.update(broker_connection_retry=False, broker_connection_max_retries=0)
     broker.conf.task_publish_retry = False
@@ -289,9 +279,7 @@ def test_broker_down_answers_503_and_forgets_the_job(
         broker.close()
 
 
-def test_submitted_jobs_are_counted(
-    gateway: Gateway, submit: Callable[..., str], redis_client: redis.Redis
-) -> None:
+def test_submitted_jobs_are_counted(gateway: Gateway, submit: Callable[..., str], redis_client: redis.Redis) -> None:
     submit()
     submit(diarize="false")
     counters = redis_client.hgetall("wxs:metrics")

@@ -46,9 +46,7 @@ TRANSCRIPT = Transcript(
 
 def _succeed(gateway: Gateway, store: JobStore, job_id: str) -> None:
     claim = store.claim(job_id, "w", lease_s=60)
-    atomic_write_json(
-        Storage(gateway.settings.storage.root).result(job_id), TRANSCRIPT.model_dump(mode="json")
-    )
+    atomic_write_json(Storage(gateway.settings.storage.root).result(job_id), TRANSCRIPT.model_dump(mode="json"))
     assert store.finish(job_id, JobStatus.succeeded, attempt=claim.attempt)
 
 

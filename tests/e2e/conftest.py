@@ -55,9 +55,9 @@ class Service:
 
     def submit(self, path: Path, **fields: Any) -> dict[str, Any]:
         """POST a file as a job; returns the 202 body."""
+        data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
         with self.client() as c, path.open("rb") as f:
-            r = c.post("/v1/jobs", files={"file": (path.name, f, "audio/wav")},
-                       data={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()})  # fmt: skip
+            r = c.post("/v1/jobs", files={"file": (path.name, f, "audio/wav")}, data=data)
         assert r.status_code == 202, r.text
         return dict(r.json())
 

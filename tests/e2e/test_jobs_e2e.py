@@ -45,9 +45,9 @@ class JobRun:
         self.result: dict[str, Any] = r.json() if r.status_code == 200 else {}
 
     def _resume(self) -> None:
-        from tests.sse import iter_sse
-
         import httpx
+
+        from tests.sse import iter_sse
 
         with httpx.Client(base_url=self.svc.url, timeout=httpx.Timeout(30.0, read=600.0)) as c:
             for ev in iter_sse(c, f"/v1/jobs/{self.id}/events"):

@@ -86,9 +86,7 @@ def test_whisper_alignment_is_close_to_reference(aligned: list[dict[str, Any]]) 
     assert 17.7 <= chicago[1] <= 20.2
 
 
-def test_whisper_alignment_of_a_segment_over_30_s(
-    asr: Any, segments: list[dict[str, Any]], audio: np.ndarray
-) -> None:
+def test_whisper_alignment_of_a_segment_over_30_s(asr: Any, segments: list[dict[str, Any]], audio: np.ndarray) -> None:
     speech = audio[int(segments[0]["start"] * SR) : int(segments[-1]["end"] * SR)]
     copies = 3
     long_audio = np.concatenate([speech] * copies)
@@ -144,11 +142,7 @@ def test_tiny_wav2vec2_aligner_keeps_words(
     import whisperx
 
     w2v2 = settings.model_copy(
-        update={
-            "align": AlignSettings(
-                backend=AlignBackend.wav2vec2, model=str(models_dir / "w2v2-tiny-random-en")
-            )
-        }
+        update={"align": AlignSettings(backend=AlignBackend.wav2vec2, model=str(models_dir / "w2v2-tiny-random-en"))}
     )
     model, metadata = loaders.load_aligner(w2v2, "en")
     assert metadata["type"] == "huggingface" and metadata["language"] == "en"

@@ -28,7 +28,12 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     cache = ModelCache(settings)
     seen: list[tuple[Stage, float]] = []
     t = run_pipeline(
-        SAMPLE_WAV, tmp_path / "work", JobOptions(diarize=False), cache, settings, lambda s, p: seen.append((s, p))
+        SAMPLE_WAV,
+        tmp_path / "work",
+        JobOptions(diarize=False),
+        cache,
+        settings,
+        lambda s, p: seen.append((s, p)),
     )
     assert {s for s, _ in seen} >= {Stage.decode, Stage.transcribe, Stage.align, Stage.merge}
     # What the ASR says on its own (the model is cached: no reload), to compare word by word.

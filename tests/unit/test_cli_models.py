@@ -58,9 +58,7 @@ def test_prepare_defaults_to_settings_dir(calls: list[dict[str, Any]], tmp_path:
 
 
 def test_prepare_options(calls: list[dict[str, Any]], tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main, ["models", "prepare", "--models-dir", str(tmp_path / "x"), "--no-test-models"]
-    )
+    result = CliRunner().invoke(main, ["models", "prepare", "--models-dir", str(tmp_path / "x"), "--no-test-models"])
     assert result.exit_code == 0, result.output
     assert calls == [{"models_dir": tmp_path / "x", "with_test_models": False}]
 
@@ -76,9 +74,7 @@ def test_prepare_error_is_a_clean_message(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_download_languages(calls: list[dict[str, Any]]) -> None:
-    result = CliRunner().invoke(
-        main, ["models", "download", "-l", "en", "--language", "de", "--timeout", "2"]
-    )
+    result = CliRunner().invoke(main, ["models", "download", "-l", "en", "--language", "de", "--timeout", "2"])
     assert result.exit_code == 0, result.output
     assert calls == [{"languages": ("en", "de"), "asr_model": None, "timeout_s": 2.0}]
     assert "asr: /cache/whisper" in result.output

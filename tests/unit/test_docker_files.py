@@ -153,9 +153,7 @@ def test_worker_image_has_cuda_python311_and_the_worker_extra() -> None:
 # --------------------------------------------------------------------------- compose
 
 
-def test_redis_is_durable_and_never_evicts(
-    services: dict[str, dict[str, Any]], compose: dict[str, Any]
-) -> None:
+def test_redis_is_durable_and_never_evicts(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
     redis = services["redis"]
     assert redis["image"].startswith("redis:7")
     words = _as_words(redis["command"])
@@ -168,9 +166,7 @@ def test_redis_is_durable_and_never_evicts(
     assert _mounts(redis)["/data"] in compose["volumes"]
 
 
-def test_api_and_worker_share_the_storage_volume(
-    services: dict[str, dict[str, Any]], compose: dict[str, Any]
-) -> None:
+def test_api_and_worker_share_the_storage_volume(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
     api, worker = services["api"], services["worker"]
     for svc in (api, worker):
         root = svc["environment"]["STORAGE_ROOT"]
@@ -180,14 +176,10 @@ def test_api_and_worker_share_the_storage_volume(
     assert any(str(p).endswith(":8000") for p in api["ports"])  # container port of the CMD
 
 
-def test_worker_reserves_a_gpu_and_caches_models(
-    services: dict[str, dict[str, Any]], compose: dict[str, Any]
-) -> None:
+def test_worker_reserves_a_gpu_and_caches_models(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
     worker = services["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert any(
-        d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") == 1 for d in devices
-    )
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] and d.get("count") == 1 for d in devices)
     env = worker["environment"]
     assert env["ASR_DEVICE"] == "cuda"
     assert "large-v3-turbo" in env["ASR_MODEL"]

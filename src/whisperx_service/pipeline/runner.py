@@ -29,8 +29,10 @@ ProgressFn = Callable[[Stage, float], None]
 class ModelProvider(Protocol):
     """What the runner needs from the model cache (see `worker.models.ModelCache`)."""
 
-    device: str
     loads: list[str]
+
+    @property
+    def device(self) -> str: ...
 
     def asr(self) -> Any: ...
     def aligner(self, language: str) -> tuple[Any, Any]: ...
@@ -70,9 +72,7 @@ def transcribe(
             )
         language = "en"
     with _job_asr_options(asr, options):
-        out = asr.transcribe(
-            audio, batch_size=settings.asr.batch_size, language=language, progress_callback=progress
-        )
+        out = asr.transcribe(audio, batch_size=settings.asr.batch_size, language=language, progress_callback=progress)
     return list(out["segments"]), str(out["language"])
 
 
@@ -115,8 +115,7 @@ def diarize(
         progress_callback=progress,
     )
     return [
-        SpeakerTurn(start=float(r.start), end=float(r.end), speaker=str(r.speaker))
-        for r in df.itertuples(index=False)
+        SpeakerTurn(start=float(r.start), end=float(r.end), speaker=str(r.speaker)) for r in df.itertuples(index=False)
     ]
 
 
@@ -238,6 +237,12 @@ def merge(
             continue
         ws = wordops.assign_speakers(ws, turns)
         asr_segments.append(
-            Segment(id=len(asr_segments), start=ws[0].start, end=ws[-1].end, text=str(seg["text"]).strip(), words=ws)
+            Segment(
+                id=len(asr_segments),
+                start=ws[0].start,
+                end=ws[-1].end,
+                text=str(seg["text"]).strip(),
+                words=ws,
+            )
         )
     return wordops.split_at_speaker_turns(asr_segments, word_sep=wordops.word_separator(language)), turns

@@ -154,7 +154,7 @@ class JobStore:
     def events(self, job_id: str, after: str = "0-0") -> list[Event]:
         """All stored events after the given stream id."""
         raw = self.r.xrange(self.keys.events(job_id), min=f"({after}" if after != "0-0" else "-")
-        return [(_s(i), _decode(f)) for i, f in raw]
+        return _entries(raw)
 
 
 def observe_duration(r: redis.Redis, keys: Keys, seconds: float) -> None:
@@ -178,9 +178,7 @@ class AsyncJobStore:
         self._create = client.register_script(scripts.CREATE)
         self._finish = client.register_script(scripts.FINISH)
 
-    async def create(
-        self, job_id: str, options: JobOptions, *, filename: str | None, size_bytes: int
-    ) -> JobRecord:
+    async def create(self, job_id: str, options: JobOptions, *, filename: str | None, size_bytes: int) -> JobRecord:
         """Record a new queued job and publish its `queued` event.
 
         Raises:
@@ -190,7 +188,12 @@ class AsyncJobStore:
         created_ms = int(time.time() * 1000)
         h = new_job_hash(job_id, options, filename=filename, size_bytes=size_bytes, created_ms=created_ms)
         ok = await self._create(
-            keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.jobs_index(), self.keys.metrics()],
+            keys=[
+                self.keys.job(job_id),
+                self.keys.events(job_id),
+                self.keys.jobs_index(),
+                self.keys.metrics(),
+            ],
             args=[created_ms, self.maxlen, job_id, *_flat(h)],
         )
         if not ok:
@@ -219,11 +222,16 @@ class AsyncJobStore:
 
     async def read_events(self, job_id: str, after: str, block_ms: int) -> list[Event]:
         """Events with ids greater than `after`, waiting up to `block_ms` for the first one."""
-        res = await self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=500)
+        res: Any = await self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=500)
         out: list[Event] = []
         for _stream, entries in res or []:
-            out += [(_s(i), _decode(f)) for i, f in entries]
+            out += _entries(entries)
         return out
+
+    async def last_event(self, job_id: str) -> Event | None:
+        """The newest event in the job's stream, or None when the stream is empty or gone."""
+        found = _entries(await self.r.xrevrange(self.keys.events(job_id), count=1))
+        return found[0] if found else None
 
     async def metrics(self) -> dict[str, str]:
         """The shared counters (see `Keys.metrics`)."""
@@ -245,6 +253,11 @@ def heartbeat(r: redis.Redis, keys: Keys, worker: str) -> None:
 
 def _s(x: bytes | str | int) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _entries(raw: Any) -> list[Event]:
+    """Stream entries `[(id, {field: value})]` as strings."""
+    return [(_s(i), _decode(f)) for i, f in raw or []]
 
 
 def _decode(h: Mapping[Any, Any]) -> dict[str, str]:

@@ -47,5 +47,5 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": w.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
     )
-    app.wxs_settings = settings  # type: ignore[attr-defined]
+    app.wxs_settings = settings
     return app

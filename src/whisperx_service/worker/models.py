@@ -57,7 +57,7 @@ class ModelCache:
         Raises:
             ModelLoadFailed: no model for the language, or it cannot be loaded.
         """
-        return self._get(f"align:{language}", lambda: loaders.load_aligner(self.settings, language))  # type: ignore[no-any-return]
+        return self._get(f"align:{language}", lambda: loaders.load_aligner(self.settings, language))
 
     def diarizer(self) -> Any:
         """The pyannote diarization pipeline (wrapped by WhisperX).

@@ -41,7 +41,8 @@ _store: JobStore | None = None
 
 
 def _settings(task: Task) -> Settings:
-    return task.app.wxs_settings  # type: ignore[attr-defined,no-any-return]
+    settings: Settings = task.app.wxs_settings
+    return settings
 
 
 def get_store(settings: Settings) -> JobStore:
@@ -68,9 +69,7 @@ class ProgressPublisher:
         JobLost: the store refused the write (another attempt owns the job, or it is terminal).
     """
 
-    def __init__(
-        self, store: JobStore, job_id: str, attempt: int, options: JobOptions, min_interval_s: float
-    ) -> None:
+    def __init__(self, store: JobStore, job_id: str, attempt: int, options: JobOptions, min_interval_s: float) -> None:
         self.store, self.job_id, self.attempt = store, job_id, attempt
         self.min_interval_s = min_interval_s
         skipped = set()
@@ -137,6 +136,9 @@ def transcribe(self: Task, job_id: str) -> str:
     publisher = ProgressPublisher(store, job_id, attempt, record.options, settings.worker.progress_min_interval_s)
     from whisperx_service.pipeline.runner import run_pipeline
 
+    def on_decoded(duration_s: float) -> None:
+        store.update(job_id, attempt, duration_s=round(duration_s, 3))
+
     try:
         transcript = run_pipeline(
             storage.source(job_id),
@@ -145,7 +147,7 @@ def transcribe(self: Task, job_id: str) -> str:
             get_model_cache(settings),
             settings,
             publisher,
-            on_decoded=lambda d: store.update(job_id, attempt, duration_s=round(d, 3)),
+            on_decoded=on_decoded,
         )
         publisher(Stage.merge, 100.0)
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))

@@ -67,9 +67,10 @@ async def _last_terminal_id(jobs: AsyncJobStore, record: JobRecord) -> tuple[int
     The terminal event is always the stream's last entry (nothing follows it).
     """
     last = (0, 0)
-    for raw_id, fields in await jobs.r.xrevrange(jobs.keys.events(record.id), count=1):
-        last = _parse_id(_text(raw_id))
-        if {_text(k): _text(v) for k, v in fields.items()}.get("type") in TERMINAL_EVENTS:
+    newest = await jobs.last_event(record.id)
+    if newest is not None:
+        last = _parse_id(newest[0])
+        if newest[1].get("type") in TERMINAL_EVENTS:
             return last
     # No terminal event stored: the stream loop synthesizes one right after the last entry.
     return _parse_id(_terminal_event(record, last).id or SNAPSHOT_ID)
@@ -84,9 +85,7 @@ async def _stream(
     state.sse_clients += 1
     try:
         if after is None:
-            yield ServerSentEvent(
-                data=record.model_dump_json(), event=EventType.snapshot.value, id=SNAPSHOT_ID
-            )
+            yield ServerSentEvent(data=record.model_dump_json(), event=EventType.snapshot.value, id=SNAPSHOT_ID)
             cursor = SNAPSHOT_ID
         else:
             cursor = after
@@ -134,9 +133,7 @@ async def job_events(
     jobs: JobsDep,
     settings: SettingsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    last_event_id: Annotated[
-        str | None, Query(description="Resume after this event id (as Last-Event-ID)")
-    ] = None,
+    last_event_id: Annotated[str | None, Query(description="Resume after this event id (as Last-Event-ID)")] = None,
 ) -> Response:
     """Stream the job's events; see the module docstring for the protocol.
 

@@ -43,18 +43,14 @@ class JobAccepted(BaseModel):
 
 def _upload_schema() -> dict[str, Any]:
     """OpenAPI request body of POST /v1/jobs (the body is parsed by hand, as a stream)."""
-    props: dict[str, Any] = {
-        FILE_FIELD: {"type": "string", "format": "binary", "description": "Audio or video"}
-    }
+    props: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "Audio or video"}}
     for name, prop in JobOptions.model_json_schema()["properties"].items():
         props[name] = {k: v for k, v in prop.items() if k != "title"}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": [FILE_FIELD], "properties": props}
-                }
+                "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}}
             },
         }
     }
@@ -111,9 +107,7 @@ async def submit_job(
             "created_at": datetime.now(UTC).isoformat(),
         }
         await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
-        record = await jobs.create(
-            job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes
-        )
+        record = await jobs.create(job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes)
         created = True
         try:
             await anyio.to_thread.run_sync(functools.partial(_enqueue, celery, job_id, settings.worker.queue))

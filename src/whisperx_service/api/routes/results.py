@@ -32,9 +32,7 @@ def _read_transcript(path: Path) -> Transcript:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ServiceError(
-            "the job succeeded but its result file is missing", code="result_missing"
-        ) from None
+        raise ServiceError("the job succeeded but its result file is missing", code="result_missing") from None
     return Transcript.model_validate_json(data)
 
 
@@ -74,9 +72,7 @@ async def job_result(
     if record is None:
         raise NotFound(f"job {job_id} not found")
     if record.status != JobStatus.succeeded:
-        raise JobNotFinished(
-            f"job {job_id} is {record.status.value}; the result exists once it has succeeded"
-        )
+        raise JobNotFinished(f"job {job_id} is {record.status.value}; the result exists once it has succeeded")
     transcript = await anyio.to_thread.run_sync(_read_transcript, storage.result(job_id))
     from whisperx_service.pipeline.formats import render  # pure Python (no torch); imported on first use
 
