@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 from typing import Any
 
 import pytest
@@ -213,14 +212,15 @@ def test_assign_speakers_matches_a_brute_force_reference() -> None:
         assert got == [_brute_force_speaker(x, turns) for x in words]
 
 
-def test_assign_speakers_scales_to_long_files() -> None:
-    # 10 hours: 60k words, 6k turns. An O(words x turns) scan would take minutes here.
+def test_assign_speakers_on_a_long_file() -> None:
+    # 10 hours: 60k words, 6k turns (speed is for `make bench`; here: right answers at scale).
     turns = [turn(f"S{i % 5}", i * 6.0, i * 6.0 + 6.2) for i in range(6000)]
     words = [w("w", i * 0.6, i * 0.6 + 0.4) for i in range(60_000)]
-    t0 = time.perf_counter()
     out = assign_speakers(words, turns)
-    assert time.perf_counter() - t0 < 20
     assert out[10].speaker == "S1"  # word 6.0-6.4 s: turn 0 (S0) covers 0.2 s, turn 1 (S1) 0.4 s
+    for i in range(0, 60_000, 997):  # the turn that contains the word's midpoint wins
+        k = int((words[i].start + 0.2) // 6.0)
+        assert out[i].speaker == f"S{k % 5}", i
 
 
 # --------------------------------------------------------------------------- stats and labels
