@@ -190,10 +190,11 @@ def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> No
 def test_text_file_is_refused_at_upload(service: Service, tmp_path: Path) -> None:
     txt = tmp_path / "notes.wav"
     txt.write_text("this is not audio at all, just some words in a text file\n" * 20)
+    jobs_root = service.storage / "jobs"
+    before = sorted(p.name for p in jobs_root.iterdir()) if jobs_root.exists() else []
     with service.client() as c, txt.open("rb") as f:
         r = c.post("/v1/jobs", files={"file": ("notes.wav", f, "audio/wav")})
     assert r.status_code == 415, r.text
     assert r.json()["error"]["code"] == "unsupported_media_type"
-    jobs_root = service.storage / "jobs"
-    stray = [p for p in jobs_root.rglob("*") if p.is_file() and ".tmp-" in p.name] if jobs_root.exists() else []
-    assert stray == []
+    after = sorted(p.name for p in jobs_root.iterdir()) if jobs_root.exists() else []
+    assert after == before, "no job directory and no temp file is left behind"
