@@ -66,7 +66,7 @@ def test_live_stream_is_snapshot_then_every_event_then_one_terminal(
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     stored = [i for i, _ in worker_store.events(job_id)]
     assert [e.id for e in received[1:]] == stored
-    assert received[-1].data["status"] == "succeeded" and received[-1].data["percent"] == "100"
+    assert received[-1].data["status"] == "succeeded" and received[-1].data["percent"] == 100.0
     progress = [float(e.data["percent"]) for e in received if e.event == "progress"]
     assert progress == [20.0, 40.0, 60.0, 80.0, 100.0]
     wait_until(lambda: _sse_clients(gateway) == 0, what="the SSE client count to drop")

@@ -57,8 +57,20 @@ def _terminal_event(record: JobRecord, after: tuple[int, int]) -> ServerSentEven
     return ServerSentEvent(data=json.dumps(data), event=record.status.value, id=f"{eid[0]}-{eid[1]}")
 
 
-def _text(x: bytes | str) -> str:
-    return x.decode() if isinstance(x, bytes) else x
+#: Stream fields that carry numbers (Redis stores every field as a string).
+NUMERIC_FIELDS = {"percent": float, "stage_percent": float, "eta_s": float, "attempt": int, "chunk": int, "chunks": int}
+
+
+def event_payload(fields: dict[str, str]) -> dict[str, str | int | float]:
+    """A stored event's fields as the SSE data object, with numeric fields as JSON numbers."""
+    out: dict[str, str | int | float] = {}
+    for k, v in fields.items():
+        conv = NUMERIC_FIELDS.get(k)
+        try:
+            out[k] = conv(v) if conv else v
+        except ValueError:
+            out[k] = v
+    return out
 
 
 async def _last_terminal_id(jobs: AsyncJobStore, record: JobRecord) -> tuple[int, int]:
@@ -95,7 +107,7 @@ async def _stream(
             for event_id, fields in batch:
                 cursor = event_id
                 kind = fields.get("type", "message")
-                yield ServerSentEvent(data=json.dumps(fields), event=kind, id=event_id)
+                yield ServerSentEvent(data=json.dumps(event_payload(fields)), event=kind, id=event_id)
                 if kind in TERMINAL_EVENTS:
                     return
             if batch:
