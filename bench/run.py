@@ -4,6 +4,14 @@ upload: stream a large multipart body (default 2 GiB) through `POST /v1/jobs` of
 process; record the gateway's peak RSS growth (sampled from /proc every 20 ms) and its MB/s beside
 `dd` writing the same number of bytes to the same disk (with fsync, as the gateway does).
 Targets (issue 2): RSS growth <= 64 MiB; throughput >= 70 % of dd.
+
+decode: a 2-hour MP3 (pyannote's sample call looped) decoded by the worker's ffmpeg step to PCM on
+disk and cut into a chunk plan (silence search included), in a fresh process without models:
+peak RSS beyond the process's baseline, ffmpeg's own peak RSS, and decode speed as x real time.
+Targets (issue 3): RSS under 300 MB beyond the models; decode >= 100x real time.
+
+rtf: the whole pipeline (offline CPU models: decode, transcribe, align, diarize, merge) on a
+10-minute file (the sample call looped), in-process, models loaded before the clock starts.
 """
 
 from __future__ import annotations
@@ -157,10 +165,102 @@ def bench_upload(size: int, redis_url: str) -> dict[str, float | int | bool]:
     }
 
 
+SAMPLE = Path(__import__("pyannote.audio").audio.__file__).parent / "sample" / "sample.wav"
+
+
+def _looped(minutes: int, out: Path, codec: list[str]) -> Path:
+    """pyannote's 30 s sample call looped to `minutes` minutes, encoded with `codec` args."""
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", str(minutes * 2 - 1), "-i", str(SAMPLE),
+         *codec, str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+_DECODE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm
+from whisperx_service.pipeline.chunks import plan_chunks, silence_finder
+def rss_mib():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+base = rss_mib()
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+t = time.perf_counter()
+d = decode_to_pcm(src, dst, max_duration_s=4 * 3600)
+decode_s = time.perf_counter() - t
+t = time.perf_counter()
+pcm = open_pcm(d.path)
+plan = plan_chunks(len(pcm), chunk_bytes=500_000_000, overlap_s=30.0, find_silence=silence_finder(pcm))
+small = plan_chunks(len(pcm), chunk_bytes=60 * 32_000 * 10, overlap_s=30.0, find_silence=silence_finder(pcm))
+plan_s = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+ffmpeg_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(json.dumps({"audio_s": d.duration_s, "decode_s": decode_s, "plan_s": plan_s, "base_mib": base,
+                  "peak_mib": peak, "ffmpeg_peak_mib": ffmpeg_peak, "chunks_default": len(plan),
+                  "chunks_10min": len(small)}))
+"""
+
+
+def bench_decode(hours: float = 2.0) -> dict[str, float | int | bool]:
+    """Decode + chunk planning of a long MP3 in a fresh process; see the module docstring."""
+    with tempfile.TemporaryDirectory(dir=REPO / "bench", prefix="work-") as tmp:
+        src = _looped(int(hours * 60), Path(tmp) / "long.mp3", ["-c:a", "libmp3lame", "-b:a", "64k"])
+        out = subprocess.run(
+            [sys.executable, "-c", _DECODE_CHILD, str(src), str(Path(tmp) / "audio.pcm")],
+            check=True, capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+    growth = r["peak_mib"] - r["base_mib"]
+    speed = r["audio_s"] / r["decode_s"]
+    return {
+        "audio_s": round(r["audio_s"], 1),
+        "decode_s": round(r["decode_s"], 2),
+        "decode_x_realtime": round(speed, 1),
+        "plan_s": round(r["plan_s"], 2),
+        "chunks_default_500MB": r["chunks_default"],
+        "chunks_10min": r["chunks_10min"],
+        "rss_base_mib": round(r["base_mib"], 1),
+        "rss_peak_mib": round(r["peak_mib"], 1),
+        "rss_growth_mib": round(growth, 1),
+        "ffmpeg_peak_rss_mib": round(r["ffmpeg_peak_mib"], 1),
+        "target_rss_growth_mib": 300,
+        "target_decode_x_realtime": 100,
+        "meets_targets": growth < 300 and speed >= 100,
+    }
+
+
+def bench_rtf(minutes: int = 10) -> dict[str, float | int | str]:
+    """Whole-pipeline real-time factor on CPU with the offline models (models loaded first)."""
+    from whisperx_service.config import AsrSettings, Device, Settings
+    from whisperx_service.domain.jobs import JobOptions
+    from whisperx_service.pipeline.runner import JobPaths, run_pipeline
+    from whisperx_service.worker.models import ModelCache
+
+    settings = Settings(asr=AsrSettings(device=Device.cpu))
+    cache = ModelCache(settings)
+    cache.asr(), cache.diarizer()
+    with tempfile.TemporaryDirectory(dir=REPO / "bench", prefix="work-") as tmp:
+        src = _looped(minutes, Path(tmp) / "audio.wav", [])
+        paths = JobPaths(work=Path(tmp) / "work", chunks=Path(tmp) / "chunks")
+        t = time.perf_counter()
+        tr = run_pipeline(src, paths, JobOptions(num_speakers=2), cache, settings, lambda *a: None)
+        wall = time.perf_counter() - t
+    return {
+        "audio_s": tr.duration,
+        "wall_s": round(wall, 1),
+        "rtf": round(wall / tr.duration, 3),
+        "stage_s": tr.timings,
+        "models": f"{tr.models.get('asr')} | {tr.models.get('align')} | {tr.models.get('diarize')}",
+        "threads": os.cpu_count() or 0,
+    }
+
+
 def main() -> None:
     """Run the selected benchmarks and merge their numbers into bench/results.json."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", choices=["upload"], action="append")
+    ap.add_argument("--only", choices=["upload", "decode", "rtf"], action="append")
     ap.add_argument("--upload-bytes", type=int, default=2 * 1024 * MiB)
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = ap.parse_args()
@@ -173,6 +273,12 @@ def main() -> None:
     if not args.only or "upload" in args.only:
         results["upload"] = bench_upload(args.upload_bytes, args.redis_url)
         print("upload:", json.dumps(results["upload"]))
+    if not args.only or "decode" in args.only:
+        results["decode"] = bench_decode()
+        print("decode:", json.dumps(results["decode"]))
+    if not args.only or "rtf" in args.only:
+        results["rtf"] = bench_rtf()
+        print("rtf:", json.dumps(results["rtf"]))
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

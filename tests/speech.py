@@ -107,3 +107,37 @@ def read_rttm(path: Path = SAMPLE_RTTM) -> list[Turn]:
             start, dur = float(f[3]), float(f[4])
             out.append(Turn(f[7], start, start + dur, ""))
     return out
+
+
+_SUBJECTS = ["the budget", "the new office", "our hiring plan", "the spring release", "the customer survey",
+             "the server migration", "the training course", "the annual report", "the design review",
+             "the holiday schedule", "the travel policy", "the marketing campaign"]  # fmt: skip
+_VERBS = ["finish", "approve", "discuss", "present", "change", "check", "postpone", "announce"]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+_PLACES = ["Berlin", "Chicago", "Lisbon", "Toronto", "Madrid", "Denver", "Oslo", "Dublin"]
+
+
+def long_script(turns: int, seed: int = 7) -> list[tuple[str, str]]:
+    """A conversation of `turns` distinct sentences; voices A and B alternate, with runs of two.
+
+    Deterministic for a seed. Each sentence names a subject, a day, a city and a number, so
+    sentences differ and word n-grams at chunk seams are easy to check.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[str, str]] = []
+    speaker = "A"
+    for i in range(turns):
+        subj, verb, day, place = rng.choice(_SUBJECTS), rng.choice(_VERBS), rng.choice(_DAYS), rng.choice(_PLACES)
+        n = rng.randint(3, 95)
+        text = rng.choice([
+            f"We should {verb} {subj} on {day}, because the team in {place} needs {n} more days.",
+            f"I think {subj} is ready, but {place} asked us to {verb} it before {day}.",
+            f"On {day} I will {verb} {subj} with the people from {place}, about {n} of them.",
+            f"Can you {verb} {subj} for {place} by {day}? They sent {n} questions already.",
+        ])  # fmt: skip
+        out.append((speaker, text))
+        if rng.random() < 0.7 or (i > 0 and out[i - 1][0] == speaker):
+            speaker = "B" if speaker == "A" else "A"
+    return out

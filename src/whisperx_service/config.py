@@ -64,6 +64,9 @@ class ApiSettings(BaseSettings):
     public_url: str = Field("", description="Base URL used in links; empty = relative links")
     sse_ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive pings")
     sse_block_ms: int = Field(5000, gt=0, description="XREAD BLOCK time per poll of the event stream (ms)")
+    reconcile_interval_s: float = Field(
+        15.0, ge=0, description="Seconds between reconciler sweeps (re-enqueue jobs whose lease expired); 0 = off"
+    )
 
 
 class RedisSettings(BaseSettings):
@@ -94,6 +97,38 @@ class LimitsSettings(BaseSettings):
     max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
 
 
+class ChunkSettings(BaseSettings):
+    """Long audio: decoded audio is processed in overlapping chunks (DESIGN.md section 5)."""
+
+    model_config = _group("CHUNK_")
+
+    bytes: int = Field(
+        500_000_000, ge=64_000, description="Largest chunk, in bytes of decoded 16 kHz 16-bit mono PCM (32,000 B/s)"
+    )
+    overlap_s: float = Field(30.0, ge=0, description="Overlap between consecutive chunks (seconds)")
+    link_threshold: float = Field(
+        0.125,
+        gt=0,
+        lt=2,
+        description="Cosine distance under which speakers of different chunks are the same person "
+        "(0.125 = the diarization pipeline's Euclidean 0.5 on unit vectors: 0.5**2 / 2)",
+    )
+
+    @property
+    def duration_s(self) -> float:
+        """Longest chunk in seconds."""
+        return self.bytes / (SAMPLE_RATE * BYTES_PER_SAMPLE)
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> Self:
+        if 2 * self.overlap_s >= self.duration_s:
+            raise ValueError(
+                f"CHUNK_OVERLAP_S ({self.overlap_s}) must be less than half a chunk "
+                f"({self.duration_s:.1f} s from CHUNK_BYTES={self.bytes})"
+            )
+        return self
+
+
 class AsrSettings(BaseSettings):
     """Transcription (faster-whisper through WhisperX)."""
 
@@ -109,6 +144,9 @@ class AsrSettings(BaseSettings):
     batch_size: int = Field(8, ge=1)
     threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = all cores")
     vad_method: VadMethod = VadMethod.pyannote
+    window_s: float = Field(
+        30.0, gt=1, le=30, description="Longest ASR window (s): VAD speech regions are merged up to this length"
+    )
     language: str | None = Field(None, description="Default language code; None = detect per job")
     download_root: Path | None = Field(None, description="Cache directory for downloaded Whisper models")
 
@@ -203,6 +241,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = _default(RedisSettings)
     storage: StorageSettings = _default(StorageSettings)
     limits: LimitsSettings = _default(LimitsSettings)
+    chunk: ChunkSettings = _default(ChunkSettings)
     asr: AsrSettings = _default(AsrSettings)
     align: AlignSettings = _default(AlignSettings)
     diarize: DiarizeSettings = _default(DiarizeSettings)

@@ -7,6 +7,7 @@ are unique to the fixture, and a temp storage root. The worker runs the offline 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +49,21 @@ class Service:
     env: dict[str, str]
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_cmd: list[str] = field(default_factory=list)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start one more worker process (its own session, so it can be killed as a group)."""
+        out = (self.logs / f"worker{len(self.procs)}.log").open("wb")
+        p = subprocess.Popen(
+            self.worker_cmd, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs.append(p)
+        return p
+
+    def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker and its pool children at once (no shutdown of any kind)."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
         """An HTTP client on the gateway."""
@@ -115,9 +131,10 @@ def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> 
         "api": [py, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory", "--host", "127.0.0.1",
                 "--port", str(port), "--log-level", "warning"],
     }  # fmt: skip
-    for name, cmd in cmds.items():
-        out = (logs / f"{name}.log").open("wb")
-        svc.procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+    svc.worker_cmd = cmds["worker"]
+    svc.start_worker()
+    out = (logs / "api.log").open("wb")
+    svc.procs.append(subprocess.Popen(cmds["api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for p in svc.procs:
@@ -137,7 +154,8 @@ def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> 
 def stop_service(svc: Service) -> None:
     """Terminate the processes (SIGTERM, then SIGKILL after 20 s)."""
     for p in svc.procs:
-        p.terminate()
+        if p.poll() is None:
+            p.terminate()
     for p in svc.procs:
         try:
             p.wait(20)

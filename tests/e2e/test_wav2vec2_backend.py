@@ -13,7 +13,7 @@ import pytest
 from tests.speech import SAMPLE_WAV
 from whisperx_service.config import AlignBackend, AlignSettings, AsrSettings, Device, ModelsSettings, Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
-from whisperx_service.pipeline.runner import run_pipeline
+from whisperx_service.pipeline.runner import JobPaths, run_pipeline
 from whisperx_service.worker.models import ModelCache
 
 pytestmark = pytest.mark.e2e
@@ -27,13 +27,9 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     )
     cache = ModelCache(settings)
     seen: list[tuple[Stage, float]] = []
+    paths = JobPaths(work=tmp_path / "work", chunks=tmp_path / "chunks")
     t = run_pipeline(
-        SAMPLE_WAV,
-        tmp_path / "work",
-        JobOptions(diarize=False),
-        cache,
-        settings,
-        lambda s, p: seen.append((s, p)),
+        SAMPLE_WAV, paths, JobOptions(diarize=False), cache, settings, lambda s, p, i, n: seen.append((s, p))
     )
     assert {s for s, _ in seen} >= {Stage.decode, Stage.transcribe, Stage.align, Stage.merge}
     # What the ASR says on its own (the model is cached: no reload), to compare word by word.
@@ -41,7 +37,7 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     from whisperx_service.pipeline.runner import transcribe
 
     pcm = decode_to_pcm(SAMPLE_WAV, tmp_path / "check.pcm", max_duration_s=60)
-    segs, _ = transcribe(cache.asr(), read_window(open_pcm(pcm.path)), JobOptions(), settings, lambda p: None)
+    segs = transcribe(cache.asr(), read_window(open_pcm(pcm.path)), "en", JobOptions(), settings, lambda p: None)
     transcribed = " ".join(s["text"] for s in segs).split()
     words = t.words()
     assert len(words) == len(transcribed) > 20, "no word dropped"
@@ -49,4 +45,4 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     assert all(0 <= w.start <= w.end <= t.duration for w in words)
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert t.models["align"].startswith("wav2vec2:")
-    assert not (tmp_path / "work" / "audio.pcm").exists(), "decoded audio is removed"
+    assert (tmp_path / "chunks" / "0.json").exists(), "the chunk is checkpointed"

@@ -9,6 +9,8 @@ only to enqueue; the gateway never runs tasks and never imports torch). Every er
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -138,9 +140,18 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
             app.state.celery = celery
         app.state.sse_clients = 0
         log.info("gateway_started", storage=str(settings.storage.root))
+        reconciler = None
+        if settings.api.reconcile_interval_s > 0:
+            from whisperx_service.api.reconciler import run_forever
+
+            reconciler = asyncio.create_task(run_forever(app.state.jobs, app.state.celery, settings))
         try:
             yield
         finally:
+            if reconciler is not None:
+                reconciler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler
             await client.aclose()
 
     app = FastAPI(

@@ -48,28 +48,46 @@ STAGE_WEIGHTS: dict[Stage, float] = {
 }
 
 
-def job_percent(stage: Stage, stage_percent: float, skipped: frozenset[Stage] = frozenset()) -> float:
+#: Stages run once per chunk (the rest run once per job).
+CHUNK_STAGES: tuple[Stage, ...] = (Stage.transcribe, Stage.align, Stage.diarize)
+
+
+def job_percent(
+    stage: Stage,
+    stage_percent: float,
+    skipped: frozenset[Stage] = frozenset(),
+    *,
+    chunk: int = 0,
+    chunks: int = 1,
+) -> float:
     """Map a stage's progress (0-100) into the job's progress (0-100).
 
-    Skipped stages (e.g. align or diarize turned off) count as done.
+    Decode takes the first `STAGE_WEIGHTS[decode]` %, merge the last `STAGE_WEIGHTS[merge]` %;
+    the rest is split evenly over the chunks, and inside a chunk by the weights of the per-chunk
+    stages it runs (skipped stages, e.g. align or diarize turned off, take no share).
 
     Args:
         stage: the stage running now.
         stage_percent: its progress, clamped to [0, 100].
         skipped: stages this job does not run.
+        chunk: index of the chunk being processed (0-based; per-chunk stages only).
+        chunks: number of chunks (>= 1).
     Returns:
         The job's percent in [0, 100], rounded to 0.1.
     """
-    done = 0.0
-    for s, w in STAGE_WEIGHTS.items():
-        if s == stage:
-            break
-        done += w
-    for s in skipped:
-        if list(STAGE_WEIGHTS).index(s) > list(STAGE_WEIGHTS).index(stage):
-            done += STAGE_WEIGHTS[s]
-    pct = done + STAGE_WEIGHTS[stage] * min(max(stage_percent, 0.0), 100.0) / 100.0
-    return round(min(pct, 100.0), 1)
+    p = min(max(stage_percent, 0.0), 100.0) / 100.0
+    first, last = STAGE_WEIGHTS[Stage.decode], STAGE_WEIGHTS[Stage.merge]
+    if stage == Stage.decode:
+        return round(first * p, 1)
+    if stage == Stage.merge:
+        return round(100.0 - last + last * p, 1)
+    active = [s for s in CHUNK_STAGES if s not in skipped or s == stage]
+    total = sum(STAGE_WEIGHTS[s] for s in active)
+    before = sum(STAGE_WEIGHTS[s] for s in active[: active.index(stage)])
+    within = (before + STAGE_WEIGHTS[stage] * p) / total
+    chunks = max(chunks, 1)
+    done = (min(max(chunk, 0), chunks - 1) + within) / chunks
+    return round(first + (100.0 - first - last) * done, 1)
 
 
 class JobOptions(BaseModel):

@@ -53,6 +53,7 @@ class Transcript(BaseModel):
     speaker_turns: list[SpeakerTurn] = Field(
         default_factory=list, description="Who spoke when, from diarization (labels as in segments)"
     )
+    chunks: int = Field(1, description="How many overlapping chunks the audio was processed in")
     models: dict[str, str] = Field(default_factory=dict, description="Stage -> model name or path used")
     timings: dict[str, float] = Field(default_factory=dict, description="Stage -> wall seconds")
     models_loaded: list[str] = Field(

@@ -1,16 +1,24 @@
-"""Run one job's audio through every stage: decode -> transcribe -> align -> diarize -> merge.
+"""Run one job's audio through every stage: decode -> chunks (transcribe, align, diarize) -> merge.
 
-Knows nothing of HTTP, Celery or Redis: it takes a file, the job's options, a model provider and
-a progress callback, and returns a `Transcript`. Each stage reports its own 0-100 through
-`progress(stage, stage_percent)`; the caller maps that into the job's percent by stage weight.
+Knows nothing of HTTP, Celery or Redis: it takes a file, the job's options, a model provider, a
+working directory and a progress callback, and returns a `Transcript`.
+
+Long audio (DESIGN.md section 5): ffmpeg decodes once to 16 kHz PCM on disk (`work/audio.pcm`);
+the plan cuts it into overlapping chunks of at most `CHUNK_BYTES` (in silences where the VAD
+finds one near a cut); each chunk is read from the memory-mapped file, transcribed, aligned and
+diarized, and its result is checkpointed atomically (`chunks/<n>.json`). A rerun of the same job
+(after a crash) reuses the decoded audio, the plan and every finished chunk, so a finished chunk
+is never computed twice. Finally the chunks are merged at the overlap midpoints and speakers are
+linked across chunks by their embeddings, so one person keeps one label for the whole file.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,12 +26,18 @@ import numpy as np
 
 from whisperx_service.config import AlignBackend, Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
-from whisperx_service.domain.transcript import Segment, SpeakerTurn, Transcript, Word
+from whisperx_service.domain.transcript import SpeakerTurn, Transcript, Word
 from whisperx_service.errors import PipelineError
 from whisperx_service.pipeline import words as wordops
-from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm, read_window
+from whisperx_service.pipeline.audio import DecodedAudio, decode_to_pcm, open_pcm, read_window
+from whisperx_service.pipeline.chunks import Chunk, plan_chunks, silence_finder
+from whisperx_service.pipeline.language import speech_blocks, vote, whisper_detector
+from whisperx_service.pipeline.merge import merge_chunk_turns, merge_chunk_words, seam_cuts
+from whisperx_service.pipeline.speakers import link_speakers
+from whisperx_service.storage.local import atomic_write_json
 
-ProgressFn = Callable[[Stage, float], None]
+#: progress(stage, stage_percent 0-100, chunk index, number of chunks)
+ProgressFn = Callable[[Stage, float, int, int], None]
 
 
 class ModelProvider(Protocol):
@@ -33,11 +47,75 @@ class ModelProvider(Protocol):
 
     @property
     def device(self) -> str: ...
-
     def asr(self) -> Any: ...
     def aligner(self, language: str) -> tuple[Any, Any]: ...
     def diarizer(self) -> Any: ...
     def describe(self, language: str | None) -> dict[str, str]: ...
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's checkpoint: everything the merge needs, times absolute (seconds).
+
+    Speaker labels are the chunk's own (its diarizer's); `embeddings` maps each to its centroid.
+    """
+
+    chunk: Chunk
+    words: list[Word]
+    turns: list[SpeakerTurn]
+    embeddings: dict[str, list[float] | None]
+    timings: dict[str, float] = field(default_factory=dict)
+    attempt: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the `chunks/<n>.json` format)."""
+        return {
+            "chunk": self.chunk.to_dict(),
+            "words": [w.model_dump() for w in self.words],
+            "turns": [t.model_dump() for t in self.turns],
+            "embeddings": self.embeddings,
+            "timings": self.timings,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ChunkResult:
+        """Inverse of `to_json`."""
+        return cls(
+            chunk=Chunk.from_dict(d["chunk"]),
+            words=[Word.model_validate(w) for w in d["words"]],
+            turns=[SpeakerTurn.model_validate(t) for t in d["turns"]],
+            embeddings=d["embeddings"],
+            timings=d.get("timings", {}),
+            attempt=int(d.get("attempt", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job's intermediate files live (all under the job's directory)."""
+
+    work: Path  # decoded audio, removed when the job ends
+    chunks: Path  # plan.json and <n>.json checkpoints
+
+    @property
+    def pcm(self) -> Path:
+        """Decoded 16 kHz mono s16le PCM."""
+        return self.work / "audio.pcm"
+
+    @property
+    def decoded(self) -> Path:
+        """Marker written after the PCM is complete: `{"samples": n}`."""
+        return self.work / "audio.json"
+
+    @property
+    def plan(self) -> Path:
+        """The chunk plan and the job's language: fixed once written, so a rerun cuts the same."""
+        return self.chunks / "plan.json"
+
+    def checkpoint(self, index: int) -> Path:
+        """One chunk's result."""
+        return self.chunks / f"{index}.json"
 
 
 @contextmanager
@@ -56,24 +134,27 @@ def _english_only(asr: Any) -> bool:
 
 
 def transcribe(
-    asr: Any, audio: np.ndarray, options: JobOptions, settings: Settings, progress: Callable[[float], None]
-) -> tuple[list[dict[str, Any]], str]:
-    """VAD + faster-whisper over float32 16 kHz `audio` (shape (n,)).
+    asr: Any,
+    audio: np.ndarray,
+    language: str,
+    options: JobOptions,
+    settings: Settings,
+    progress: Callable[[float], None],
+) -> list[dict[str, Any]]:
+    """VAD + faster-whisper over float32 16 kHz `audio` (shape (n,)) in a known language.
 
     Returns:
-        (segments as WhisperX dicts `{start, end, text}` in seconds, language code).
+        Segments as WhisperX dicts `{start, end, text}` in seconds from the start of `audio`.
     """
-    language = options.language or settings.asr.language
-    if _english_only(asr):
-        if language not in (None, "en"):
-            raise PipelineError(
-                f"the ASR model is English-only; language {language!r} needs a multilingual model",
-                code="language_not_supported",
-            )
-        language = "en"
     with _job_asr_options(asr, options):
-        out = asr.transcribe(audio, batch_size=settings.asr.batch_size, language=language, progress_callback=progress)
-    return list(out["segments"]), str(out["language"])
+        out = asr.transcribe(
+            audio,
+            batch_size=settings.asr.batch_size,
+            language=language,
+            chunk_size=settings.asr.window_s,
+            progress_callback=progress,
+        )
+    return list(out["segments"])
 
 
 def align(
@@ -105,144 +186,265 @@ def align(
 
 def diarize(
     audio: np.ndarray, options: JobOptions, models: ModelProvider, progress: Callable[[float], None]
-) -> list[SpeakerTurn]:
-    """Speaker turns (seconds) from the diarization pipeline, honouring the job's speaker counts."""
-    df = models.diarizer()(
+) -> tuple[list[SpeakerTurn], dict[str, list[float] | None]]:
+    """Speaker turns (seconds from the start of `audio`) and each speaker's centroid embedding."""
+    df, embeddings = models.diarizer()(
         audio,
         num_speakers=options.num_speakers,
         min_speakers=options.min_speakers,
         max_speakers=options.max_speakers,
+        return_embeddings=True,
         progress_callback=progress,
     )
-    return [
+    turns = [
         SpeakerTurn(start=float(r.start), end=float(r.end), speaker=str(r.speaker)) for r in df.itertuples(index=False)
     ]
+    clean: dict[str, list[float] | None] = {}
+    for t in turns:
+        vec = (embeddings or {}).get(t.speaker)
+        clean[t.speaker] = [float(x) for x in vec] if vec is not None and np.all(np.isfinite(vec)) else None
+    return turns, clean
 
 
-def _unaligned_words(seg: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"word": w} for w in str(seg.get("text", "")).split()]
+def _words_of(segments: list[dict[str, Any]], offset_s: float, end_s: float) -> list[Word]:
+    """Every word of the segments with absolute times (unaligned ones interpolated, flagged)."""
+    out: list[Word] = []
+    for seg in segments:
+        start = max(0.0, min(float(seg["start"]), end_s - offset_s))
+        end = max(start, min(float(seg["end"]), end_s - offset_s))
+        raw = seg.get("words") or [{"word": w} for w in str(seg.get("text", "")).split()]
+        shifted = [
+            {**w, "start": w["start"] + offset_s if w.get("start") is not None else None,
+             "end": w["end"] + offset_s if w.get("end") is not None else None}
+            for w in raw
+        ]  # fmt: skip
+        out += wordops.interpolate_word_times(shifted, start + offset_s, end + offset_s)
+    return out
+
+
+def process_chunk(
+    chunk: Chunk,
+    pcm: np.ndarray,
+    language: str,
+    options: JobOptions,
+    models: ModelProvider,
+    settings: Settings,
+    progress: Callable[[Stage, float], None],
+) -> ChunkResult:
+    """Transcribe, align and diarize one chunk (read from the memory-mapped PCM).
+
+    Returns:
+        The chunk's words (absolute seconds, speakers by the chunk's own labels), turns and
+        per-speaker embeddings.
+    """
+    timings: dict[str, float] = {}
+    audio = read_window(pcm, chunk.start_s, chunk.end_s)
+    t = time.perf_counter()
+    progress(Stage.transcribe, 0.0)
+    segments = transcribe(models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p))
+    timings["transcribe"] = time.perf_counter() - t
+    if options.align and segments:
+        t = time.perf_counter()
+        progress(Stage.align, 0.0)
+        segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
+        timings["align"] = time.perf_counter() - t
+    words = _words_of(segments, chunk.start_s, chunk.end_s)
+    turns: list[SpeakerTurn] = []
+    embeddings: dict[str, list[float] | None] = {}
+    if options.diarize:
+        t = time.perf_counter()
+        progress(Stage.diarize, 0.0)
+        local, embeddings = diarize(audio, options, models, lambda p: progress(Stage.diarize, p))
+        turns = [
+            SpeakerTurn(start=x.start + chunk.start_s, end=x.end + chunk.start_s, speaker=x.speaker) for x in local
+        ]
+        words = wordops.assign_speakers(words, turns)
+        timings["diarize"] = time.perf_counter() - t
+    return ChunkResult(chunk, words, turns, embeddings, {k: round(v, 3) for k, v in timings.items()})
+
+
+def _decode(source: Path, paths: JobPaths, settings: Settings, progress: ProgressFn) -> DecodedAudio:
+    """Decode once; a rerun finds the marker and reuses the PCM."""
+    if paths.decoded.exists() and paths.pcm.exists():
+        samples = int(json.loads(paths.decoded.read_text())["samples"])
+        progress(Stage.decode, 100.0, 0, 1)
+        return DecodedAudio(paths.pcm, samples)
+    paths.work.mkdir(parents=True, exist_ok=True)
+    progress(Stage.decode, 0.0, 0, 1)
+    decoded = decode_to_pcm(
+        source,
+        paths.pcm,
+        max_duration_s=settings.limits.max_duration_s,
+        progress=lambda p: progress(Stage.decode, p, 0, 1),
+    )
+    atomic_write_json(paths.decoded, {"samples": decoded.samples})
+    progress(Stage.decode, 100.0, 0, 1)
+    return decoded
+
+
+def _plan(
+    pcm: np.ndarray, paths: JobPaths, options: JobOptions, models: ModelProvider, settings: Settings
+) -> tuple[list[Chunk], str, float | None]:
+    """The chunk plan and the language: read back from `plan.json`, or made and saved once."""
+    if paths.plan.exists():
+        d = json.loads(paths.plan.read_text())
+        return [Chunk.from_dict(c) for c in d["chunks"]], d["language"], d.get("language_probability")
+    chunks = plan_chunks(
+        len(pcm), chunk_bytes=settings.chunk.bytes, overlap_s=settings.chunk.overlap_s, find_silence=silence_finder(pcm)
+    )
+    language, probability = choose_language(pcm, options, models, settings)
+    atomic_write_json(
+        paths.plan,
+        {"chunks": [c.to_dict() for c in chunks], "language": language, "language_probability": probability},
+    )
+    return chunks, language, probability
+
+
+def choose_language(
+    pcm: np.ndarray, options: JobOptions, models: ModelProvider, settings: Settings
+) -> tuple[str, float | None]:
+    """The job's language: asked for, the model's only one, or detected from speech by vote.
+
+    Raises:
+        PipelineError: `language_not_supported` (English-only model, other language asked for)
+            or `no_speech` (nothing to detect a language from).
+    """
+    asr = models.asr()
+    asked = options.language or settings.asr.language
+    if _english_only(asr):
+        if asked not in (None, "en"):
+            raise PipelineError(
+                f"the ASR model is English-only; language {asked!r} needs a multilingual model",
+                code="language_not_supported",
+            )
+        return "en", None
+    if asked:
+        return asked, None
+    language, probability = vote(speech_blocks(pcm), whisper_detector(asr.model))
+    if language is None:
+        # No block of 5 s of speech anywhere: fall back to Whisper's own guess on the start.
+        language = str(asr.detect_language(read_window(pcm, 0.0, 30.0)))
+    return language, probability
 
 
 def run_pipeline(
     source: Path,
-    workdir: Path,
+    paths: JobPaths,
     options: JobOptions,
     models: ModelProvider,
     settings: Settings,
     progress: ProgressFn,
     *,
+    attempt: int = 0,
     on_decoded: Callable[[float], None] | None = None,
+    on_chunk: Callable[[ChunkResult, bool, int], None] | None = None,
 ) -> Transcript:
-    """Transcribe one file end to end.
+    """Transcribe one file end to end, resuming from whatever an earlier run of the job left.
 
     Args:
         source: the uploaded file (any format ffmpeg reads).
-        workdir: scratch directory for the decoded PCM (created; the PCM is removed at the end).
+        paths: the job's work and checkpoint directories.
         options: the job's options.
         models: lazily loading model provider.
-        settings: service settings.
-        progress: called with (stage, 0-100) as each stage advances; 0 when a stage starts.
-        on_decoded: called once with the audio duration in seconds after decoding.
+        settings: service settings (chunk size and overlap, limits, backends).
+        progress: called with (stage, 0-100, chunk, chunks) as stages advance; 0 at each start.
+        attempt: written into new checkpoints (which attempt computed each chunk).
+        on_decoded: called once with the audio duration in seconds.
+        on_chunk: called after each chunk with (result, reused from its checkpoint, number of chunks).
     Returns:
-        The transcript: segments split at speaker turns, every word kept (unaligned ones
-        interpolated and flagged), speakers with talk time, models used, per-stage timings.
+        The transcript: words from every chunk merged without loss or doubling at the seams,
+        speakers linked across chunks, segments split at speaker turns, speaker talk times,
+        models used, per-stage timings (seconds, summed over chunks).
     Raises:
         AudioDecodeFailed, AudioTooLong, ModelLoadFailed, PipelineError.
     """
     timings: dict[str, float] = {}
     loads_before = len(models.loads)
-    workdir.mkdir(parents=True, exist_ok=True)
-    pcm_path = workdir / "audio.pcm"
+    t = time.perf_counter()
+    decoded = _decode(source, paths, settings, progress)
+    timings["decode"] = time.perf_counter() - t
+    if on_decoded is not None:
+        on_decoded(decoded.duration_s)
+    pcm = open_pcm(decoded.path)
+    paths.chunks.mkdir(parents=True, exist_ok=True)
+    chunks, language, probability = _plan(pcm, paths, options, models, settings)
 
-    def stage(s: Stage) -> Callable[[float], None]:
-        progress(s, 0.0)
-        return lambda pct: progress(s, float(pct))
+    results: list[ChunkResult] = []
+    for chunk in chunks:
+        ckpt = paths.checkpoint(chunk.index)
+        if ckpt.exists():
+            result = ChunkResult.from_json(json.loads(ckpt.read_text()))
+            reused = True
+        else:
 
-    try:
-        t = time.perf_counter()
-        decoded = decode_to_pcm(
-            source, pcm_path, max_duration_s=settings.limits.max_duration_s, progress=stage(Stage.decode)
-        )
-        progress(Stage.decode, 100.0)
-        timings["decode"] = time.perf_counter() - t
-        if on_decoded is not None:
-            on_decoded(decoded.duration_s)
-        audio = read_window(open_pcm(decoded.path))
+            def chunk_progress(stage: Stage, pct: float, _i: int = chunk.index) -> None:
+                progress(stage, pct, _i, len(chunks))
 
-        t = time.perf_counter()
-        cb = stage(Stage.transcribe)
-        asr = models.asr()
-        segments, language = transcribe(asr, audio, options, settings, cb)
-        progress(Stage.transcribe, 100.0)
-        timings["transcribe"] = time.perf_counter() - t
+            result = process_chunk(chunk, pcm, language, options, models, settings, chunk_progress)
+            result.attempt = attempt
+            atomic_write_json(ckpt, result.to_json())
+            reused = False
+        for k, v in result.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+        results.append(result)
+        if on_chunk is not None:
+            on_chunk(result, reused, len(chunks))
 
-        if options.align and segments:
-            t = time.perf_counter()
-            segments = align(segments, audio, language, models, settings, stage(Stage.align))
-            progress(Stage.align, 100.0)
-            timings["align"] = time.perf_counter() - t
-
-        turns: list[SpeakerTurn] = []
-        if options.diarize:
-            t = time.perf_counter()
-            turns = diarize(audio, options, models, stage(Stage.diarize))
-            progress(Stage.diarize, 100.0)
-            timings["diarize"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        progress(Stage.merge, 0.0)
-        out_segments, turns = merge(segments, turns, decoded.duration_s, language)
-        timings["merge"] = time.perf_counter() - t
-        used = models.describe(language)
-        if not options.align:
-            used.pop("align", None)
-        if not options.diarize:
-            used.pop("diarize", None)
-        return Transcript(
-            language=language,
-            duration=round(decoded.duration_s, 3),
-            segments=out_segments,
-            speakers=wordops.speaker_stats(turns),
-            speaker_turns=sorted(turns, key=lambda x: (x.start, x.end)),
-            models=used,
-            timings={k: round(v, 3) for k, v in timings.items()},
-            models_loaded=models.loads[loads_before:],
-        )
-    finally:
-        with suppress(FileNotFoundError):
-            pcm_path.unlink()
+    t = time.perf_counter()
+    progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))
+    words, turns = merge_results(results, options, settings.chunk.link_threshold)
+    segments = wordops.build_segments(words, word_sep=wordops.word_separator(language))
+    timings["merge"] = time.perf_counter() - t
+    used = models.describe(language)
+    if not options.align:
+        used.pop("align", None)
+    if not options.diarize:
+        used.pop("diarize", None)
+    return Transcript(
+        language=language,
+        language_probability=probability,
+        duration=round(decoded.duration_s, 3),
+        segments=segments,
+        speakers=wordops.speaker_stats(turns),
+        speaker_turns=turns,
+        models=used,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        models_loaded=models.loads[loads_before:],
+        chunks=len(chunks),
+    )
 
 
-def merge(
-    segments: list[dict[str, Any]], turns: list[SpeakerTurn], duration_s: float, language: str
-) -> tuple[list[Segment], list[SpeakerTurn]]:
-    """Words with times and speakers, segments split at speaker changes.
+def merge_results(
+    results: list[ChunkResult], options: JobOptions, link_threshold: float
+) -> tuple[list[Word], list[SpeakerTurn]]:
+    """Merge chunk results: one speaker label per person across chunks, no word lost or doubled.
 
-    Args:
-        segments: WhisperX segment dicts, with `words` when aligned.
-        turns: diarization turns with the pipeline's labels (may be empty).
-        duration_s: audio duration; every time is clamped into [0, duration_s].
-        language: the transcript's language (decides how words join into text).
     Returns:
-        (segments, turns relabelled SPEAKER_00.. in order of first appearance).
+        (words in time order with global speakers, turns with global speakers), labels
+        `SPEAKER_00..` numbered by first appearance.
     """
-    turns, _ = wordops.relabel_speakers(turns)
-    asr_segments: list[Segment] = []
-    for seg in segments:
-        start = max(0.0, min(float(seg["start"]), duration_s))
-        end = max(start, min(float(seg["end"]), duration_s))
-        raw_words = seg.get("words") or _unaligned_words(seg)
-        ws: list[Word] = wordops.interpolate_word_times(raw_words, start, end)
-        if not ws:
-            continue
-        ws = wordops.assign_speakers(ws, turns)
-        asr_segments.append(
-            Segment(
-                id=len(asr_segments),
-                start=ws[0].start,
-                end=ws[-1].end,
-                text=str(seg["text"]).strip(),
-                words=ws,
-            )
-        )
-    return wordops.split_at_speaker_turns(asr_segments, word_sep=wordops.word_separator(language)), turns
+    mappings = link_speakers(
+        [r.embeddings for r in results],
+        num_speakers=options.num_speakers,
+        min_speakers=options.min_speakers,
+        max_speakers=options.max_speakers,
+        threshold=link_threshold,
+        first_seen=[_first_seen(r.turns) for r in results],
+    )
+    parts_w = [(r.chunk, wordops.apply_speaker_map(r.words, m)) for r, m in zip(results, mappings, strict=True)]
+    parts_t = [
+        (r.chunk, [t.model_copy(update={"speaker": m.get(t.speaker, t.speaker)}) for t in r.turns])
+        for r, m in zip(results, mappings, strict=True)
+    ]
+    cuts = seam_cuts(parts_w)  # words and turns are cut at the same instants
+    words = merge_chunk_words(parts_w, cuts=cuts)
+    turns = sorted(merge_chunk_turns(parts_t, cuts=cuts), key=lambda x: (x.start, x.end))
+    turns, relabel = wordops.relabel_speakers(turns)
+    return wordops.apply_speaker_map(words, relabel), turns
+
+
+def _first_seen(turns: list[SpeakerTurn]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in turns:
+        out[t.speaker] = min(out.get(t.speaker, t.start), t.start)
+    return out

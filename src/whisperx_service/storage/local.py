@@ -3,6 +3,8 @@
 Layout under the storage root:
     jobs/<id>/source        the upload, exactly as received
     jobs/<id>/job.json      the manifest (id, options, filename, created)
+    jobs/<id>/chunks/       the chunk plan and one checkpoint per finished chunk
+    jobs/<id>/work/         the decoded PCM (removed when the job ends)
     jobs/<id>/result.json   the transcript, written once the job succeeds
 Every file is written as temp file in the same directory, fsync, rename, so a reader sees the
 whole file or none of it.
@@ -52,6 +54,10 @@ class Storage:
     def work_dir(self, job_id: str) -> Path:
         """Scratch space of the worker for this job (decoded audio and the like)."""
         return self.job_dir(job_id) / "work"
+
+    def chunks_dir(self, job_id: str) -> Path:
+        """The chunk plan and per-chunk checkpoints (`plan.json`, `<n>.json`)."""
+        return self.job_dir(job_id) / "chunks"
 
     def remove_job(self, job_id: str) -> None:
         """Delete everything stored for the job (no error if nothing is there)."""

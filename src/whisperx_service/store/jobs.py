@@ -90,7 +90,7 @@ class JobStore:
         """Take the job: queued (or running with an expired lease) -> running, attempt + 1."""
         now_ms = int(time.time() * 1000)
         out = self._claim(
-            keys=[self.keys.job(job_id), self.keys.events(job_id)],
+            keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.running()],
             args=[now_ms, int(lease_s * 1000), owner, utcnow().isoformat(), self.maxlen],
         )
         outcome, attempt, status = (_s(x) for x in out)
@@ -134,7 +134,7 @@ class JobStore:
         """
         changed = bool(
             self._finish(
-                keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.metrics()],
+                keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.metrics(), self.keys.running()],
                 args=[
                     "" if attempt is None else attempt,
                     status.value,
@@ -210,7 +210,7 @@ class AsyncJobStore:
         """Fail a job from the gateway (e.g. the enqueue failed); False if already terminal."""
         return bool(
             await self._finish(
-                keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.metrics()],
+                keys=[self.keys.job(job_id), self.keys.events(job_id), self.keys.metrics(), self.keys.running()],
                 args=["", JobStatus.failed.value, utcnow().isoformat(), self.maxlen, code, message],
             )
         )
@@ -232,6 +232,26 @@ class AsyncJobStore:
         """The newest event in the job's stream, or None when the stream is empty or gone."""
         found = _entries(await self.r.xrevrange(self.keys.events(job_id), count=1))
         return found[0] if found else None
+
+    async def expired_leases(self, now_ms: int, requeue_after_ms: int) -> list[str]:
+        """Running jobs whose lease ran out (worker gone), not re-enqueued in the last `requeue_after_ms`.
+
+        Each returned job is marked (`requeued_ms`) so the next sweep leaves it alone for a while.
+        """
+        out = []
+        for raw in await self.r.smembers(self.keys.running()):
+            job_id = _s(raw)
+            h = _decode(await self.r.hgetall(self.keys.job(job_id)))
+            if h.get("status") != "running":
+                await self.r.srem(self.keys.running(), job_id)
+                continue
+            if int(h.get("lease_expires_ms") or 0) > now_ms:
+                continue
+            if now_ms - int(h.get("requeued_ms") or 0) < requeue_after_ms:
+                continue
+            await self.r.hset(self.keys.job(job_id), "requeued_ms", str(now_ms))
+            out.append(job_id)
+        return out
 
     async def metrics(self) -> dict[str, str]:
         """The shared counters (see `Keys.metrics`)."""

@@ -23,6 +23,14 @@ class Keys:
         """Sorted set: job ids scored by creation time (ms since the epoch)."""
         return f"{self.prefix}:jobs"
 
+    def running(self) -> str:
+        """Set: ids of jobs a worker has claimed and not finished (what the reconciler watches)."""
+        return f"{self.prefix}:running"
+
+    def reconciler_lock(self) -> str:
+        """String: held by the one gateway process whose reconciler runs now (SET NX PX)."""
+        return f"{self.prefix}:reconciler"
+
     def workers(self) -> str:
         """Sorted set: worker names scored by their last heartbeat (s since the epoch)."""
         return f"{self.prefix}:workers"

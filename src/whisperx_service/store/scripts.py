@@ -21,7 +21,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'queued', 'stat
 return 1
 """
 
-# KEYS[1]=job hash, KEYS[2]=events stream
+# KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=running set
 # ARGV[1]=now_ms ARGV[2]=lease_ms ARGV[3]=owner ARGV[4]=now_iso ARGV[5]=maxlen
 # Returns {outcome, attempt, status}: outcome 'claimed' | 'busy' | 'terminal' | 'missing'.
 CLAIM = """
@@ -45,6 +45,7 @@ if not started or started == '' then
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'started', 'status', 'running',
            'attempt', tostring(attempt))
+redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return {'claimed', attempt, 'running'}
 """
 
@@ -81,7 +82,7 @@ redis.call('HSET', KEYS[1], unpack(fields))
 return 1
 """
 
-# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics
+# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set
 # ARGV[1]=attempt ('' = no fence: the API cancelling) ARGV[2]=status ARGV[3]=now_iso ARGV[4]=maxlen
 # ARGV[5]=error code ARGV[6]=error message
 # Allowed: running -> succeeded|failed|cancelled; queued -> failed|cancelled. A terminal job never changes.
@@ -106,5 +107,6 @@ if ARGV[5] ~= '' then
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ev))
 redis.call('HINCRBY', KEYS[3], 'finished:' .. ARGV[2], 1)
+redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
 return 1
 """

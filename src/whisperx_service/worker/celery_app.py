@@ -49,3 +49,12 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.wxs_settings = settings
     return app
+
+
+def enqueue(celery: Celery, job_id: str, queue: str) -> None:
+    """Send the transcription task of a job (task id = job id) to `queue`. Blocking (use a thread).
+
+    Raises:
+        kombu.exceptions.OperationalError: the broker cannot be reached.
+    """
+    celery.send_task(TRANSCRIBE_TASK, args=[job_id], task_id=job_id, queue=queue)

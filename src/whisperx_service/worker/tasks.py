@@ -9,6 +9,7 @@ no longer matches (fencing), and then the task stops.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -62,8 +63,10 @@ def worker_name() -> str:
 class ProgressPublisher:
     """Maps stage progress into job percent and publishes it, throttled, fenced by attempt.
 
-    Publishes at every stage start, then when the job percent rose by >= 1 and at least
+    Publishes at every stage or chunk start, then when the job percent rose by >= 1 and at least
     `min_interval_s` passed (DESIGN.md section 6: about one event per second or per percent).
+    Each event carries `chunk`, `chunks` and `eta_s`: the remaining time estimated from the rate
+    of progress made by this attempt so far (work reused from checkpoints does not count).
 
     Raises (from `__call__`):
         JobLost: the store refused the write (another attempt owns the job, or it is terminal).
@@ -78,22 +81,43 @@ class ProgressPublisher:
         if not options.diarize:
             skipped.add(Stage.diarize)
         self.skipped = frozenset(skipped)
-        self.last_stage: Stage | None = None
+        self.last_key: tuple[Stage, int] | None = None
         self.last_percent = -1.0
         self.last_time = 0.0
+        self.rate_origin: tuple[float, float] | None = None  # (monotonic s, percent) when work began
 
-    def __call__(self, stage: Stage, stage_percent: float) -> None:
-        pct = job_percent(stage, stage_percent, self.skipped)
+    def eta_s(self, percent: float, now: float) -> float | None:
+        """Seconds left at the rate this attempt has made progress (None until it can tell)."""
+        if self.rate_origin is None:
+            self.rate_origin = (now, percent)
+            return None
+        t0, p0 = self.rate_origin
+        if percent - p0 < 1.0 or now - t0 < 1.0:
+            return None
+        return round((now - t0) * (100.0 - percent) / (percent - p0), 1)
+
+    def __call__(self, stage: Stage, stage_percent: float, chunk: int = 0, chunks: int = 1, **extra: str) -> None:
+        pct = job_percent(stage, stage_percent, self.skipped, chunk=chunk, chunks=chunks)
         now = time.monotonic()
-        new_stage = stage != self.last_stage
-        if not new_stage and (pct < self.last_percent + 1.0 or now - self.last_time < self.min_interval_s):
+        key = (stage, chunk)
+        new_step = key != self.last_key or bool(extra)
+        if not new_step and (pct < self.last_percent + 1.0 or now - self.last_time < self.min_interval_s):
             return
+        eta = self.eta_s(pct, now) if stage != Stage.decode else None
         ok = self.store.progress(
-            self.job_id, self.attempt, stage, pct, stage_percent=round(min(max(stage_percent, 0.0), 100.0), 1)
+            self.job_id,
+            self.attempt,
+            stage,
+            pct,
+            stage_percent=round(min(max(stage_percent, 0.0), 100.0), 1),
+            chunk=chunk,
+            chunks=chunks,
+            eta_s=eta,
+            **extra,
         )
         if not ok:
             raise JobLost(f"job {self.job_id} attempt {self.attempt} is no longer running here")
-        self.last_stage, self.last_percent, self.last_time = stage, pct, now
+        self.last_key, self.last_percent, self.last_time = key, pct, now
 
 
 class LeaseKeeper(threading.Thread):
@@ -134,23 +158,37 @@ def transcribe(self: Task, job_id: str) -> str:
     keeper = LeaseKeeper(store, job_id, attempt, settings.worker.lease_s)
     keeper.start()
     publisher = ProgressPublisher(store, job_id, attempt, record.options, settings.worker.progress_min_interval_s)
-    from whisperx_service.pipeline.runner import run_pipeline
+    from whisperx_service.pipeline.runner import ChunkResult, JobPaths, run_pipeline
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, attempt, duration_s=round(duration_s, 3))
 
+    last_chunk_stage = (
+        Stage.diarize if record.options.diarize else Stage.align if record.options.align else Stage.transcribe
+    )
+
+    def on_chunk(result: ChunkResult, reused: bool, chunks: int) -> None:
+        # One event per chunk says whether it was computed now or reused from its checkpoint.
+        bound.info("chunk_done", chunk=result.chunk.index, reused=reused, computed_by_attempt=result.attempt)
+        publisher(last_chunk_stage, 100.0, result.chunk.index, chunks, checkpoint="reused" if reused else "saved")
+
+    paths = JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id))
+    ended = False
     try:
         transcript = run_pipeline(
             storage.source(job_id),
-            storage.work_dir(job_id),
+            paths,
             record.options,
             get_model_cache(settings),
             settings,
             publisher,
+            attempt=attempt,
             on_decoded=on_decoded,
+            on_chunk=on_chunk,
         )
-        publisher(Stage.merge, 100.0)
+        publisher(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
+        ended = True
         if store.finish(job_id, JobStatus.succeeded, attempt=attempt):
             bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
             return JobStatus.succeeded.value
@@ -160,14 +198,17 @@ def transcribe(self: Task, job_id: str) -> str:
         bound.warning("job_lost", reason=str(e))
         return "skipped:lost"
     except ServiceError as e:
+        ended = True
         bound.warning("job_failed", code=e.code, message=e.message)
         store.finish(job_id, JobStatus.failed, attempt=attempt, error_code=e.code, error_message=e.message)
         return JobStatus.failed.value
     except SoftTimeLimitExceeded:
+        ended = True
         msg = f"the job ran longer than {settings.worker.task_soft_time_limit_s} s"
         store.finish(job_id, JobStatus.failed, attempt=attempt, error_code="time_limit", error_message=msg)
         return JobStatus.failed.value
     except Exception as e:
+        ended = True
         bound.exception("job_crashed")
         store.finish(
             job_id, JobStatus.failed, attempt=attempt, error_code="internal_error",
@@ -176,9 +217,8 @@ def transcribe(self: Task, job_id: str) -> str:
         return JobStatus.failed.value
     finally:
         keeper.stopped.set()
-        import shutil
-
-        shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)
+        if ended:  # the decoded audio is only kept for a rerun of an unfinished job
+            shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)
 
 
 # -- worker liveness -----------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import structlog
-from celery import Celery
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
@@ -25,7 +24,7 @@ from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
 from whisperx_service.errors import NotFound, ServiceUnavailable
 from whisperx_service.logs import get_logger
 from whisperx_service.storage.local import atomic_write_json
-from whisperx_service.worker.celery_app import TRANSCRIBE_TASK
+from whisperx_service.worker.celery_app import enqueue
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = get_logger(__name__)
@@ -54,10 +53,6 @@ def _upload_schema() -> dict[str, Any]:
             },
         }
     }
-
-
-def _enqueue(celery: Celery, job_id: str, queue: str) -> None:
-    celery.send_task(TRANSCRIBE_TASK, args=[job_id], task_id=job_id, queue=queue)
 
 
 @router.post(
@@ -110,7 +105,7 @@ async def submit_job(
         record = await jobs.create(job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes)
         created = True
         try:
-            await anyio.to_thread.run_sync(functools.partial(_enqueue, celery, job_id, settings.worker.queue))
+            await anyio.to_thread.run_sync(functools.partial(enqueue, celery, job_id, settings.worker.queue))
         except Exception as e:
             log.error("enqueue_failed", error=repr(e))
             raise ServiceUnavailable("the job queue does not answer; try again shortly") from e

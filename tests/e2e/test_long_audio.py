@@ -1,0 +1,204 @@
+"""Long audio: the chunked pipeline against a single pass over the same file (real models).
+
+A ~5 minute two-voice espeak-ng conversation (made in the test) is transcribed twice through the
+real runner: once as one chunk, once in 60 s chunks with 10 s overlap (>= 4 chunks). The chunked
+result must match the single pass at the seams (no word lost or doubled) and keep one speaker
+label per voice across every chunk.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.metrics import normalize, wer, word_speaker_accuracy
+from tests.speech import Turn, long_script, make_conversation
+from whisperx_service.config import AsrSettings, ChunkSettings, Device, ModelsSettings, Settings
+from whisperx_service.domain.jobs import JobOptions, Stage
+from whisperx_service.domain.transcript import Transcript
+from whisperx_service.pipeline.language import speech_blocks, vote
+from whisperx_service.pipeline.runner import ChunkResult, JobPaths, run_pipeline
+from whisperx_service.worker.models import ModelCache
+
+pytestmark = pytest.mark.e2e
+
+CHUNK_S, OVERLAP_S = 60.0, 10.0
+
+
+def _settings(models_dir: Path, chunk_s: float, overlap_s: float) -> Settings:
+    return Settings(
+        asr=AsrSettings(device=Device.cpu, threads=2),
+        models=ModelsSettings(dir=models_dir),
+        chunk=ChunkSettings(bytes=int(chunk_s * 32_000), overlap_s=overlap_s),
+    )
+
+
+class Run:
+    """One pass of the runner, with its progress log and chunk results."""
+
+    def __init__(self, wav: Path, work: Path, settings: Settings, cache: ModelCache) -> None:
+        self.progress: list[tuple[Stage, float, int, int]] = []
+        self.chunks: list[ChunkResult] = []
+        self.paths = JobPaths(work=work / "work", chunks=work / "chunks")
+        self.t: Transcript = run_pipeline(
+            wav,
+            self.paths,
+            JobOptions(num_speakers=2),
+            cache,
+            settings,
+            lambda s, p, i, n: self.progress.append((s, p, i, n)),
+            on_chunk=lambda r, reused, n: self.chunks.append(r),
+        )
+
+    def words(self) -> list[str]:
+        return [x for w in self.t.words() for x in normalize(w.word).split()]
+
+
+@pytest.fixture(scope="module")
+def long_conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Turn]]:
+    return make_conversation(tmp_path_factory.mktemp("long"), long_script(50))
+
+
+@pytest.fixture(scope="module")
+def runs(
+    long_conversation: tuple[Path, list[Turn]], models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Run, Run]:
+    wav, _ = long_conversation
+    chunked_settings = _settings(models_dir, CHUNK_S, OVERLAP_S)
+    cache = ModelCache(chunked_settings)  # one model load for both passes
+    single = Run(wav, tmp_path_factory.mktemp("single"), _settings(models_dir, 3600.0, OVERLAP_S), cache)
+    chunked = Run(wav, tmp_path_factory.mktemp("chunked"), chunked_settings, cache)
+    return single, chunked
+
+
+def test_fixture_is_long_enough(long_conversation: tuple[Path, list[Turn]], runs: tuple[Run, Run]) -> None:
+    _, gt = long_conversation
+    single, chunked = runs
+    assert 240 <= gt[-1].end <= 480, gt[-1].end
+    assert single.t.chunks == 1
+    assert chunked.t.chunks >= 4
+    spans = [(r.chunk.start_s, r.chunk.end_s) for r in chunked.chunks]
+    assert all(b - a <= CHUNK_S + 1e-6 for a, b in spans)
+    assert all(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), "chunks overlap"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: WhisperX groups VAD regions into 30 s ASR windows from each chunk's start, so a "
+    "chunk's windows differ from the single pass's and tiny.en decodes them differently (~10 %% WER "
+    "between the passes, though neither is worse against the script); needs ASR windows on a global grid",
+)
+def test_chunked_pass_agrees_with_single_pass_within_3_percent(runs: tuple[Run, Run]) -> None:
+    single, chunked = runs
+    diff = wer(" ".join(single.words()), " ".join(chunked.words()))
+    assert diff <= 0.03, f"chunked vs single pass WER {diff:.3f}"
+
+
+def test_seams_lose_and_double_nothing(long_conversation: tuple[Path, list[Turn]], runs: tuple[Run, Run]) -> None:
+    _, gt = long_conversation
+    single, chunked = runs
+    script = " ".join(t.text for t in gt)
+    w_single, w_chunked = wer(script, " ".join(single.words())), wer(script, " ".join(chunked.words()))
+    assert w_chunked <= w_single + 0.03, f"chunked WER {w_chunked:.3f} vs single pass {w_single:.3f}"
+
+    def ngrams_near(run: Run, t: float) -> Counter[tuple[str, ...]]:
+        ws = [x for w in run.t.words() if abs(w.start - t) <= OVERLAP_S for x in normalize(w.word).split()]
+        return Counter(tuple(ws[i : i + 4]) for i in range(len(ws) - 3))
+
+    seams = [(a.chunk.start_s + b.chunk.end_s) / 2 for a, b in zip(chunked.chunks[1:], chunked.chunks, strict=False)]
+    for seam in seams:  # a word run said once around a seam is not repeated there
+        once = {g for g, c in ngrams_near(single, seam).items() if c == 1}
+        doubled = {g for g, c in ngrams_near(chunked, seam).items() if c > 1 and g in once}
+        assert not doubled, f"4-grams doubled at the seam at {seam:.1f} s: {sorted(doubled)[:5]}"
+
+    # Every reference word spoken within 5 s of a seam (an overlap midpoint) is in the output.
+    out = Counter(chunked.words())
+    for turn in gt:
+        if any(turn.start - 5 <= s <= turn.end + 5 for s in seams):
+            for word in normalize(turn.text).split():
+                assert out[word] > 0, f"{word!r} from a turn near a seam is missing"
+    starts = [w.start for w in chunked.t.words()]
+    assert starts == sorted(starts)
+
+
+def test_one_speaker_identity_across_chunks(long_conversation: tuple[Path, list[Turn]], runs: tuple[Run, Run]) -> None:
+    _, gt = long_conversation
+    _, chunked = runs
+    assert [s.id for s in chunked.t.speakers] == ["SPEAKER_00", "SPEAKER_01"]
+    # Both voices speak in several chunks: the link across chunks is really exercised.
+    for voice in ("A", "B"):
+        in_chunks = {r.chunk.index for r in chunked.chunks for t in gt if t.speaker == voice
+                     if r.chunk.start_s <= t.start < r.chunk.end_s}  # fmt: skip
+        assert len(in_chunks) >= 3
+    words = [w.model_dump() for w in chunked.t.words()]
+    acc, matched = word_speaker_accuracy(gt, words)  # one global mapping for the whole file
+    assert matched >= 500
+    assert acc >= 0.9, f"word-to-speaker accuracy {acc:.3f}"
+    talk = {s.id: s.talk_time_s for s in chunked.t.speakers}
+    truth = sum(t.end - t.start for t in gt)
+    assert abs(sum(talk.values()) - truth) / truth < 0.2
+
+
+def test_progress_carries_chunks(runs: tuple[Run, Run]) -> None:
+    _, chunked = runs
+    n = chunked.t.chunks
+    seen = {(s, i) for s, _, i, m in chunked.progress if m == n and s == Stage.transcribe}
+    assert {i for _, i in seen} == set(range(n)), "every chunk reports its transcription"
+
+
+def test_rerun_reuses_every_checkpoint(
+    long_conversation: tuple[Path, list[Turn]], runs: tuple[Run, Run], models_dir: Path
+) -> None:
+    wav, _ = long_conversation
+    _, chunked = runs
+    before = {p.name: p.stat().st_mtime_ns for p in chunked.paths.chunks.iterdir()}
+    cache = ModelCache(_settings(models_dir, CHUNK_S, OVERLAP_S))
+    again: list[Any] = []
+    t = run_pipeline(
+        wav,
+        chunked.paths,
+        JobOptions(num_speakers=2),
+        cache,
+        _settings(models_dir, CHUNK_S, OVERLAP_S),
+        lambda s, p, i, n: again.append(s),
+        on_chunk=lambda r, reused, n: again.append(reused),
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in chunked.paths.chunks.iterdir()} == before
+    assert [x for x in again if isinstance(x, bool)] == [True] * chunked.t.chunks
+    assert Stage.transcribe not in again and Stage.diarize not in again, "no chunk was recomputed"
+    assert t.segments == chunked.t.segments
+
+
+def test_language_is_voted_from_speech_after_a_long_intro(
+    long_conversation: tuple[Path, list[Turn]], tmp_path: Path
+) -> None:
+    """40 s of tone and noise, then speech: the detection windows hold speech only.
+
+    The packaged Whisper model is English-only (its language head cannot be run), so the
+    detector here is a stand-in that records what it is given; the real one is
+    faster-whisper's `detect_language` (`language.whisper_detector`).
+    """
+    import wave
+
+    with wave.open(str(long_conversation[0])) as w:
+        speech = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)[: 90 * 16_000]
+    t = np.arange(40 * 16_000) / 16_000
+    rng = np.random.default_rng(0)
+    intro = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767 + rng.normal(0, 800, t.size)).astype(np.int16)
+    pcm = np.concatenate([intro, speech])
+    given: list[np.ndarray] = []
+
+    def detector(block: np.ndarray) -> tuple[str, float]:
+        given.append(block)
+        tone = np.abs(np.fft.rfft(block[: 16_000 * 5]))
+        peak_hz = np.argmax(tone) * 16_000 / (2 * (len(tone) - 1))
+        # Whisper's language head is unsure on a tone (low top probability), sure on speech.
+        return ("en", 0.9) if abs(peak_hz - 440) > 5 else ("xx", 0.3)
+
+    language, prob = vote(speech_blocks(pcm), detector)
+    assert given, "speech was found"
+    assert language == "en" and prob == 0.9

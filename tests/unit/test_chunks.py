@@ -1,0 +1,291 @@
+"""Chunk planning for long audio (`whisperx_service.pipeline.chunks`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from whisperx_service.config import BYTES_PER_SAMPLE, SAMPLE_RATE
+from whisperx_service.pipeline.audio import open_pcm
+from whisperx_service.pipeline.chunks import Chunk, plan_chunks, silence_finder
+
+
+def seconds(s: float) -> int:
+    return round(s * SAMPLE_RATE)
+
+
+def nbytes(s: float) -> int:
+    """Bytes of decoded audio in `s` seconds."""
+    return seconds(s) * BYTES_PER_SAMPLE
+
+
+def check_plan(chunks: list[Chunk], total: int, chunk_bytes: int, *, max_cover: int = 3) -> None:
+    """Invariants every plan keeps, whatever the sizes and silences; `max_cover`: chunks per sample."""
+    c = chunk_bytes // BYTES_PER_SAMPLE
+    assert [k.index for k in chunks] == list(range(len(chunks)))
+    assert chunks[0].start == 0 and chunks[-1].end == total
+    for k in chunks:
+        assert 0 < k.num_samples <= c  # never more than chunk_bytes of decoded audio
+    for a, b in pairwise(chunks):
+        assert a.start < b.start < a.end < b.end  # overlapping, in order: every sample is covered
+    if max_cover == 2:  # every sample lies in one or two chunks, never three
+        for a, b in zip(chunks, chunks[2:], strict=False):
+            assert a.end <= b.start
+    # The overlap midpoints of a chunk's two seams do not cross (merge cuts there).
+    mids = [(b.start + a.end) / 2 for a, b in pairwise(chunks)]
+    assert mids == sorted(set(mids))
+
+
+def coverage(chunks: list[Chunk], total: int) -> np.ndarray:
+    counts = np.zeros(total, dtype=np.int32)
+    for k in chunks:
+        counts[k.start : k.end] += 1
+    return counts
+
+
+# --------------------------------------------------------------------------- Chunk
+
+
+def test_chunk_times_and_json_round_trip() -> None:
+    k = Chunk(2, seconds(10), seconds(25.5))
+    assert (k.start_s, k.end_s, k.duration_s, k.num_samples) == (10.0, 25.5, 15.5, seconds(15.5))
+    data = json.loads(json.dumps(k.to_dict()))
+    assert data == {"index": 2, "start": 160_000, "end": 408_000}
+    assert Chunk.from_dict(data) == k
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"index": 0, "start": 0}, {"index": 0, "start": 0.5, "end": 9}, {"index": 0, "start": 9, "end": 3}],
+)
+def test_chunk_from_dict_rejects_bad_data(data: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Chunk.from_dict(data)
+
+
+def test_chunk_rejects_negative_or_reversed_bounds() -> None:
+    for args in [(-1, 0, 1), (0, -5, 1), (0, 10, 9)]:
+        with pytest.raises(ValueError):
+            Chunk(*args)
+
+
+# --------------------------------------------------------------------------- plan_chunks
+
+
+def test_short_file_is_one_chunk() -> None:
+    assert plan_chunks(seconds(7), chunk_bytes=nbytes(20), overlap_s=5) == [Chunk(0, 0, seconds(7))]
+    assert plan_chunks(seconds(20), chunk_bytes=nbytes(20), overlap_s=5) == [Chunk(0, 0, seconds(20))]
+    assert plan_chunks(0, chunk_bytes=nbytes(20), overlap_s=5) == []
+
+
+def test_plan_covers_every_sample_with_exact_overlaps() -> None:
+    total = seconds(61.3)
+    chunks = plan_chunks(total, chunk_bytes=nbytes(20), overlap_s=5)
+    check_plan(chunks, total, nbytes(20), max_cover=2)
+    assert len(chunks) == 4  # ceil((61.3 - 5) / (20 - 5))
+    assert all(a.end - b.start == seconds(5) for a, b in pairwise(chunks))
+    counts = coverage(chunks, total)
+    assert counts.min() == 1 and counts.max() == 2 and int((counts == 2).sum()) == 3 * seconds(5)
+
+
+def test_last_chunk_is_never_a_sliver() -> None:
+    # 20.5 s with 20 s chunks: a naive plan would end with [15 s, 20.5 s) after a full chunk.
+    total = seconds(20.5)
+    chunks = plan_chunks(total, chunk_bytes=nbytes(20), overlap_s=5)
+    check_plan(chunks, total, nbytes(20))
+    assert len(chunks) == 2
+    assert min(k.duration_s for k in chunks) >= (20 + 5) / 2 - 0.01  # balanced: about 12.75 s each
+
+
+def test_plan_invariants_over_many_sizes() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        chunk_s = rng.uniform(3, 60)
+        overlap_s = rng.uniform(0, chunk_s / 2 - 0.01)
+        total = rng.randint(1, seconds(400))
+        chunk_bytes = nbytes(chunk_s) + rng.choice([0, 1])  # an odd byte count rounds down
+        chunks = plan_chunks(total, chunk_bytes=chunk_bytes, overlap_s=overlap_s)
+        # A sample is in two chunks at most when the chunk is at least three overlaps long.
+        check_plan(chunks, total, chunk_bytes, max_cover=2 if chunk_bytes // 2 >= 3 * seconds(overlap_s) else 3)
+        o = seconds(overlap_s)
+        assert all(a.end - b.start == o for a, b in pairwise(chunks)) or o == 0
+        if len(chunks) > 1:
+            assert min(k.num_samples for k in chunks) >= (chunk_bytes // 2 + o) / 2 - 1
+
+
+def test_ten_hours_with_default_settings() -> None:
+    total = seconds(10 * 3600)
+    chunks = plan_chunks(total, chunk_bytes=500 * 1000**2, overlap_s=30)
+    check_plan(chunks, total, 500 * 1000**2, max_cover=2)
+    assert len(chunks) == 3  # 500 MB of 16 kHz int16 is 15,625 s
+    assert all(k.num_samples * BYTES_PER_SAMPLE <= 500 * 1000**2 for k in chunks)
+
+
+@pytest.mark.parametrize(("chunk_s", "overlap_s"), [(10, 5), (10, 6), (1, 30)])
+def test_chunk_must_exceed_twice_the_overlap(chunk_s: float, overlap_s: float) -> None:
+    with pytest.raises(ValueError, match="twice the overlap"):
+        plan_chunks(seconds(100), chunk_bytes=nbytes(chunk_s), overlap_s=overlap_s)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError):
+        plan_chunks(-1, chunk_bytes=nbytes(20), overlap_s=5)
+    with pytest.raises(ValueError):
+        plan_chunks(100, chunk_bytes=nbytes(20), overlap_s=-1)
+    with pytest.raises(ValueError):
+        plan_chunks(100, chunk_bytes=nbytes(20), overlap_s=float("nan"))
+
+
+class FakeSilences:
+    """`find_silence` over known pauses: returns the middle of the longest pause part in [lo, hi]."""
+
+    def __init__(self, pauses: list[tuple[int, int]]) -> None:
+        self.pauses = pauses
+        self.calls: list[tuple[int, int, int | None]] = []
+
+    def __call__(self, lo: int, hi: int) -> int | None:
+        parts = [(max(a, lo), min(b, hi)) for a, b in self.pauses if min(b, hi) - max(a, lo) > 0]
+        found = None
+        if parts:
+            a, b = max(parts, key=lambda p: p[1] - p[0])
+            found = (a + b) // 2
+        self.calls.append((lo, hi, found))
+        return found
+
+    def inside(self, x: int) -> bool:
+        return any(a <= x <= b for a, b in self.pauses)
+
+
+def test_cuts_move_into_silences_found_before_the_nominal_cut() -> None:
+    rng = random.Random(3)
+    total = seconds(95)
+    # A pause of 0.4-1 s after every 1-2 s of speech, as in conversation.
+    pauses: list[tuple[int, int]] = []
+    t = seconds(1)
+    while t < total:
+        length = seconds(rng.uniform(0.4, 1.0))
+        pauses.append((t, t + length))
+        t += length + seconds(rng.uniform(1, 2))
+    finder = FakeSilences(pauses)
+    chunks = plan_chunks(total, chunk_bytes=nbytes(20), overlap_s=5, find_silence=finder, search_s=4)
+    check_plan(chunks, total, nbytes(20))
+    s_eff = min(seconds(4), (seconds(20) - 2 * seconds(5) - 1) // 4)  # 2.5 s for these sizes
+    for lo, hi, found in finder.calls:
+        assert hi - lo == s_eff  # only a window of S samples just before each nominal cut
+        assert found is not None
+    for a, b in pairwise(chunks):
+        assert finder.inside(a.end) and finder.inside(b.start)
+        assert seconds(5) <= a.end - b.start <= seconds(5) + s_eff  # overlap about overlap_s
+
+
+def test_nominal_cuts_where_no_silence_is_found() -> None:
+    total = seconds(61.3)
+    never = FakeSilences([])
+    assert plan_chunks(total, chunk_bytes=nbytes(20), overlap_s=5, find_silence=never) == plan_chunks(
+        total, chunk_bytes=nbytes(20), overlap_s=5
+    )
+    assert never.calls
+
+
+def test_find_silence_outside_its_window_is_an_error() -> None:
+    def bad(lo: int, hi: int) -> int:
+        return hi + 1
+
+    with pytest.raises(ValueError, match="outside"):
+        plan_chunks(seconds(60), chunk_bytes=nbytes(20), overlap_s=5, find_silence=bad)
+
+
+# --------------------------------------------------------------------------- silence_finder (real speech)
+
+
+def synth(text: str, voice: str, out: Path) -> bytes:
+    """16 kHz int16 PCM of real (espeak-ng) speech; `tests.speech` imports the ML stack, so lazily."""
+    from tests.speech import synth as espeak
+
+    return espeak(text, voice, out)
+
+
+def two_utterances(tmp_path: Path, gap_s: float = 1.5) -> tuple[Path, int, int]:
+    """Two espeak-ng utterances with `gap_s` of digital silence between; PCM path and the gap's bounds."""
+    first = synth("The meeting starts at nine in the morning", "A", tmp_path / "a.wav")
+    second = synth("Please bring the signed contract with you", "B", tmp_path / "b.wav")
+    gap = b"\x00\x00" * seconds(gap_s)
+    path = tmp_path / "audio.pcm"
+    path.write_bytes(first + gap + second)
+    start = len(first) // 2
+    return path, start, start + seconds(gap_s)
+
+
+def test_silence_finder_cuts_inside_the_pause_between_real_utterances(tmp_path: Path) -> None:
+    path, gap_start, gap_end = two_utterances(tmp_path)
+    pcm = open_pcm(path)
+    find = silence_finder(pcm)
+    cut = find(0, len(pcm))
+    assert cut is not None and gap_start < cut < gap_end
+    # A window that starts inside the first utterance and ends inside the second one.
+    cut = find(gap_start - seconds(1.2), gap_end + seconds(0.8))
+    assert cut is not None and gap_start < cut < gap_end
+    # The middle of the pause, give or take Silero's frame and padding (32 ms frames, 30 ms pad).
+    assert abs(cut - (gap_start + gap_end) / 2) < seconds(0.1)
+
+
+def test_silence_finder_none_inside_speech_and_only_the_window_is_read(tmp_path: Path) -> None:
+    path, gap_start, _ = two_utterances(tmp_path)
+    reads: list[Any] = []
+
+    class Recorder(np.ndarray):
+        def __getitem__(self, key: Any) -> Any:
+            reads.append(key)
+            return super().__getitem__(key)
+
+    pcm = open_pcm(path).view(Recorder)
+    find: Callable[[int, int], int | None] = silence_finder(pcm, min_silence_s=0.3)
+    assert find(gap_start - seconds(1.0), gap_start) is None  # the last second of speech before the pause
+    assert find(10, 10 + seconds(0.2)) is None  # shorter than min_silence_s: not even read
+    assert reads == [slice(gap_start - seconds(1.0), gap_start)]
+    with pytest.raises(ValueError):
+        silence_finder(pcm, min_silence_s=0)
+
+
+def test_plan_with_silence_finder_cuts_only_between_real_turns(tmp_path: Path) -> None:
+    phrases = [
+        "good morning everybody",
+        "thank you for joining the call",
+        "let us start with the budget",
+        "the numbers look better this year",
+        "sales went up in the north",
+        "costs stayed about the same",
+        "we hired two new engineers",
+        "the product ships in march",
+        "any questions before we continue",
+        "then let us move on",
+    ]
+    pause = seconds(1.2)
+    pcm_bytes = b""
+    speech: list[tuple[int, int]] = []
+    for i, text in enumerate(phrases):
+        if i:
+            pcm_bytes += b"\x00\x00" * pause
+        data = synth(text, "ABC"[i % 3], tmp_path / f"p{i}.wav")
+        speech.append((len(pcm_bytes) // 2, len(pcm_bytes) // 2 + len(data) // 2))
+        pcm_bytes += data
+    path = tmp_path / "talk.pcm"
+    path.write_bytes(pcm_bytes)
+    pcm = open_pcm(path)
+    total = len(pcm)
+    assert total > seconds(16)
+
+    chunks = plan_chunks(total, chunk_bytes=nbytes(16), overlap_s=2, find_silence=silence_finder(pcm))
+    check_plan(chunks, total, nbytes(16))
+    assert len(chunks) >= 2
+    cuts = [k.end for k in chunks[:-1]] + [k.start for k in chunks[1:]]
+    for cut in cuts:
+        # Every cut lies in a pause between phrases, never inside one (30 ms of VAD padding aside).
+        assert not any(a + seconds(0.05) < cut < b - seconds(0.05) for a, b in speech), cut / SAMPLE_RATE
