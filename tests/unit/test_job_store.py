@@ -101,3 +101,14 @@ def test_stage_weights_map_monotonically() -> None:
     assert values == sorted(values) and values[0] == 0.0 and values[-1] == 100.0
     skipped = frozenset({Stage.align, Stage.diarize})
     assert job_percent(Stage.merge, 0, skipped) == 95.0
+
+
+def test_job_percent_spreads_chunks_evenly_and_never_goes_back() -> None:
+    seq = [(Stage.decode, 0, 0), (Stage.decode, 100, 0)]
+    seq += [(s, p, c) for c in range(4) for s in (Stage.transcribe, Stage.align, Stage.diarize) for p in (0, 100)]
+    seq += [(Stage.merge, 0, 3), (Stage.merge, 100, 3)]
+    values = [job_percent(s, p, chunk=c, chunks=4) for s, p, c in seq]
+    assert values == sorted(values) and values[0] == 0.0 and values[-1] == 100.0
+    # Each chunk takes the same share of the 90 % between decode (5 %) and merge (5 %).
+    assert job_percent(Stage.transcribe, 0, chunk=2, chunks=4) == 50.0
+    assert job_percent(Stage.diarize, 100, chunk=0, chunks=4) == 27.5

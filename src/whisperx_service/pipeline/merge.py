@@ -11,6 +11,12 @@ The rule, for each seam:
    a point where one word ends and the next starts counts too), the one closest to m, the
    earlier of equals. When there is no such time, t = m. Chunk edges are avoided because a chunk
    starts and ends with the least context (words cut in half, no preceding text for Whisper).
+   Exception: when one chunk heard clearly fewer words inside the overlap than the other (fewer
+   than `COMPLETE_RATIO` of them: Whisper skipped a sentence in that chunk's window), the cut
+   moves towards the far edge of the overlap so the more complete chunk supplies it: near the
+   later chunk's start (+`START_EDGE_S`) when the later chunk is more complete, near the earlier
+   chunk's end (-`END_EDGE_S`, its last window is the one cut short) when the earlier one is,
+   without a pause search (the sparser chunk's word times are stretched over what it skipped).
 2. **Words** (`merge_chunk_words`). Chunk k keeps its words whose centre ((start + end) / 2) is
    before t, chunk k+1 its words whose centre is at or after t: the earlier chunk's words before
    the cut, the later chunk's after it. When t lies in a common pause, a word both chunks heard
@@ -48,6 +54,11 @@ SEARCH_FRACTION = 0.5
 #: seconds apart. Word times from two alignment runs differ by about 0.1 s (MODELS.md: median
 #: boundary error 0.07-0.13 s); 1 s also absorbs a Whisper timestamp that slipped by a word.
 MATCH_TOLERANCE_S = 1.0
+#: A chunk with fewer than this share of the other chunk's words inside an overlap lost speech there.
+COMPLETE_RATIO = 0.8
+#: Seconds kept clear of each edge of the overlap when the cut moves towards it (rule 1).
+START_EDGE_S = 0.3
+END_EDGE_S = 2.0
 
 WordParts = Sequence[tuple[Chunk, Sequence[Word]]]
 TurnParts = Sequence[tuple[Chunk, Sequence[SpeakerTurn]]]
@@ -129,10 +140,22 @@ def seam_cuts(parts: WordParts) -> list[float]:
         # neighbouring midpoint, so the cuts keep increasing.
         lo = max(m - half, (mids[k - 1] + m) / 2.0 if k else -math.inf)
         hi = min(m + half, (m + mids[k + 1]) / 2.0 if k + 1 < len(mids) else math.inf)
+        in_a = sum(1 for w in words_a if b.start_s <= _centre(w) <= a.end_s)
+        in_b = sum(1 for w in words_b if b.start_s <= _centre(w) <= a.end_s)
+        if half > 0 and max(in_a, in_b) >= 4 and min(in_a, in_b) < COMPLETE_RATIO * max(in_a, in_b):
+            # One chunk skipped speech in the overlap: let the other supply as much of it as it can.
+            lo = max(b.start_s + START_EDGE_S, (mids[k - 1] + m) / 2.0 if k else -math.inf)
+            hi = min(a.end_s - END_EDGE_S, (m + mids[k + 1]) / 2.0 if k + 1 < len(mids) else math.inf)
+            m = hi if in_a > in_b else lo
+            if lo > hi:
+                m = mids[k]
+            # No pause search here: the less complete chunk's words are stretched over the speech
+            # it skipped, so its "pauses" are not real ones.
+            lo = hi = m
         busy = [(w.start, w.end) for w in (*words_a, *words_b) if w.end > w.start and w.end > lo and w.start < hi]
         t = _best_pause(busy, lo, hi, m) if half > 0 else None
         if t is None or (cuts and t <= cuts[-1]):
-            t = m
+            t = m if not cuts or m > cuts[-1] else mids[k]
         cuts.append(t)
     return cuts
 

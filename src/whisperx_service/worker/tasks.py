@@ -188,8 +188,8 @@ def transcribe(self: Task, job_id: str) -> str:
         )
         publisher(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
-        ended = True
-        if store.finish(job_id, JobStatus.succeeded, attempt=attempt):
+        ended = store.finish(job_id, JobStatus.succeeded, attempt=attempt)
+        if ended:
             bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
             return JobStatus.succeeded.value
         bound.warning("job_finish_refused")
@@ -198,26 +198,23 @@ def transcribe(self: Task, job_id: str) -> str:
         bound.warning("job_lost", reason=str(e))
         return "skipped:lost"
     except ServiceError as e:
-        ended = True
         bound.warning("job_failed", code=e.code, message=e.message)
-        store.finish(job_id, JobStatus.failed, attempt=attempt, error_code=e.code, error_message=e.message)
+        ended = store.finish(job_id, JobStatus.failed, attempt=attempt, error_code=e.code, error_message=e.message)
         return JobStatus.failed.value
     except SoftTimeLimitExceeded:
-        ended = True
         msg = f"the job ran longer than {settings.worker.task_soft_time_limit_s} s"
-        store.finish(job_id, JobStatus.failed, attempt=attempt, error_code="time_limit", error_message=msg)
+        ended = store.finish(job_id, JobStatus.failed, attempt=attempt, error_code="time_limit", error_message=msg)
         return JobStatus.failed.value
     except Exception as e:
-        ended = True
         bound.exception("job_crashed")
-        store.finish(
+        ended = store.finish(
             job_id, JobStatus.failed, attempt=attempt, error_code="internal_error",
             error_message=f"{type(e).__name__}: {e}"[:500],
         )  # fmt: skip
         return JobStatus.failed.value
     finally:
         keeper.stopped.set()
-        if ended:  # the decoded audio is only kept for a rerun of an unfinished job
+        if ended:  # this attempt ended the job: the decoded audio is only kept for a rerun
             shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)
 
 
