@@ -112,3 +112,13 @@ def test_job_percent_spreads_chunks_evenly_and_never_goes_back() -> None:
     # Each chunk takes the same share of the 90 % between decode (5 %) and merge (5 %).
     assert job_percent(Stage.transcribe, 0, chunk=2, chunks=4) == 50.0
     assert job_percent(Stage.diarize, 100, chunk=0, chunks=4) == 27.5
+
+
+def test_progress_accepts_numpy_scalars(store: JobStore, redis_url: str) -> None:
+    import numpy as np
+
+    job = _new_job(redis_url)
+    store.claim(job, "w1", lease_s=60)
+    assert store.progress(job, 1, Stage.diarize, np.float64(42.25), stage_percent=np.float32(12.5), chunk=np.int64(3))
+    fields = store.events(job)[-1][1]
+    assert (fields["percent"], fields["stage_percent"], fields["chunk"]) == ("42.2", "12.5", "3")

@@ -29,7 +29,7 @@ def _flat(pairs: Mapping[str, Any]) -> list[str]:
     for k, v in pairs.items():
         if v is None:
             continue
-        out += [k, str(v)]
+        out += [k, str(v.item() if hasattr(v, "item") else v)]  # numpy scalars as plain numbers
     return out
 
 
@@ -108,7 +108,8 @@ class JobStore:
         return bool(
             self._progress(
                 keys=[self.keys.job(job_id), self.keys.events(job_id)],
-                args=[attempt, self.maxlen, stage.value, round(percent, 1), *_flat(extra)],
+                # float(): a numpy scalar would reach Lua as "np.float64(…)" (redis-py encodes repr()).
+                args=[attempt, self.maxlen, stage.value, round(float(percent), 1), *_flat(extra)],
             )
         )
 

@@ -97,6 +97,7 @@ class ProgressPublisher:
         return round((now - t0) * (100.0 - percent) / (percent - p0), 1)
 
     def __call__(self, stage: Stage, stage_percent: float, chunk: int = 0, chunks: int = 1, **extra: str) -> None:
+        stage_percent = float(stage_percent)  # callbacks may pass numpy scalars
         pct = job_percent(stage, stage_percent, self.skipped, chunk=chunk, chunks=chunks)
         now = time.monotonic()
         key = (stage, chunk)
