@@ -179,13 +179,19 @@ def _looped(minutes: int, out: Path, codec: list[str]) -> Path:
 
 
 _DECODE_CHILD = """
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from pathlib import Path
 from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm
 from whisperx_service.pipeline.chunks import plan_chunks, silence_finder
 def rss_mib():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 base = rss_mib()
+peak = [base]
+def sample():  # ru_maxrss is not used: Linux carries it over from the parent through fork + exec
+    while True:
+        peak[0] = max(peak[0], rss_mib())
+        time.sleep(0.01)
+threading.Thread(target=sample, daemon=True).start()
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 t = time.perf_counter()
 d = decode_to_pcm(src, dst, max_duration_s=4 * 3600)
@@ -195,7 +201,8 @@ pcm = open_pcm(d.path)
 plan = plan_chunks(len(pcm), chunk_bytes=500_000_000, overlap_s=30.0, find_silence=silence_finder(pcm))
 small = plan_chunks(len(pcm), chunk_bytes=60 * 32_000 * 10, overlap_s=30.0, find_silence=silence_finder(pcm))
 plan_s = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+time.sleep(0.05)
+peak = peak[0]
 ffmpeg_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps({"audio_s": d.duration_s, "decode_s": decode_s, "plan_s": plan_s, "base_mib": base,
                   "peak_mib": peak, "ffmpeg_peak_mib": ffmpeg_peak, "chunks_default": len(plan),
