@@ -243,3 +243,20 @@ def test_words_and_turns_share_cuts() -> None:
     assert [(t.start, t.end) for t in turns] == [(0.0, 35.0)]
     turns = merge_chunk_turns([(a, [turn("A", 0.0, 20.0)]), (b, [turn("B", 15.0, 35.0)])], cuts=cuts)
     assert [(t.speaker, t.start, t.end) for t in turns] == [("A", 0.0, cuts[0]), ("B", cuts[0], 35.0)]
+
+
+@pytest.mark.parametrize("sparse", ["earlier", "later"])
+def test_a_chunk_that_skipped_speech_in_the_overlap_does_not_supply_it(sparse: str) -> None:
+    # Chunks 0-60 s and 40-100 s; the overlap 40-60 s is speech throughout. One chunk's decoder
+    # skipped a sentence in it (as tiny.en does in some windows): the other chunk supplies it.
+    truth = [w(f"w{i}", 0.5 * i, 0.5 * i + 0.4) for i in range(200)]
+    a, b = chunk(0, 0, 60), chunk(1, 40, 100)
+    words_a = [x for x in truth if x.end <= 60]
+    words_b = [x for x in truth if x.start >= 40]
+    skipped = {f"w{i}" for i in range(90, 115)}  # 45-57.5 s
+    if sparse == "earlier":
+        words_a = [x for x in words_a if x.word not in skipped]
+    else:
+        words_b = [x for x in words_b if x.word not in skipped]
+    merged = merge_chunk_words([(a, words_a), (b, words_b)])
+    assert [x.word for x in merged] == [x.word for x in truth], "every word once, the skipped ones too"
