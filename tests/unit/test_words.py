@@ -20,7 +20,6 @@ from whisperx_service.pipeline.words import (
     relabel_speakers,
     smooth_speaker_flips,
     speaker_stats,
-    split_at_speaker_turns,
     word_separator,
 )
 
@@ -256,7 +255,7 @@ def _check_segments(segments: list[Segment], words_in: list[Word]) -> None:
         assert s.text == join_words(x.word for x in s.words)
 
 
-def test_split_at_speaker_turns_cuts_exactly_at_changes() -> None:
+def test_segments_are_cut_exactly_at_speaker_changes() -> None:
     words = [
         w("Hello", 0.0, 0.5, "A"),
         w(",", 0.5, 0.5, "A"),
@@ -266,49 +265,40 @@ def test_split_at_speaker_turns_cuts_exactly_at_changes() -> None:
         w("!", 2.3, 2.3, "B"),
         w("Right", 2.5, 3.0, "A"),
     ]
-    seg = Segment(id=7, start=0.0, end=3.0, text="Hello, there Hi you! Right", words=words)
-    out = split_at_speaker_turns([seg])
+    out = build_segments(words)
     _check_segments(out, words)
     assert [(s.speaker, s.text, s.start, s.end) for s in out] == [
         ("A", "Hello, there", 0.0, 1.0),
         ("B", "Hi you!", 1.2, 2.3),
         ("A", "Right", 2.5, 3.0),
     ]
-    # A change exactly at a segment boundary needs no split; segments without words are kept.
-    empty = Segment(id=0, start=3.0, end=4.0, text="[music]")
-    out = split_at_speaker_turns([empty, Segment(id=1, start=4, end=5, text="Ok", words=[w("Ok", 4, 5, "B")])])
-    assert [(s.id, s.text, s.speaker) for s in out] == [(0, "[music]", None), (1, "Ok", "B")]
 
 
 def test_short_isolated_flip_is_smoothed_longer_or_double_flips_are_kept() -> None:
-    def seg(*spk_and_len: tuple[str, float]) -> Segment:
+    def seg(*spk_and_len: tuple[str, float]) -> list[Word]:
         t, words = 0.0, []
         for i, (spk, length) in enumerate(spk_and_len):
             words.append(w(f"w{i}", t, t + length, spk))
             t += length + 0.05
-        return Segment(id=0, start=0, end=t, text="", words=words)
+        return words
 
-    short = split_at_speaker_turns([seg(("A", 0.4), ("A", 0.4), ("B", 0.2), ("A", 0.4))])
+    short = build_segments(seg(("A", 0.4), ("A", 0.4), ("B", 0.2), ("A", 0.4)))
     assert [s.speaker for s in short] == ["A"] and len(short[0].words) == 4
 
-    long = split_at_speaker_turns([seg(("A", 0.4), ("B", 0.35), ("A", 0.4))])
+    long = build_segments(seg(("A", 0.4), ("B", 0.35), ("A", 0.4)))
     assert [s.speaker for s in long] == ["A", "B", "A"]
 
-    double = split_at_speaker_turns([seg(("A", 0.4), ("B", 0.1), ("B", 0.1), ("A", 0.4))])
+    double = build_segments(seg(("A", 0.4), ("B", 0.1), ("B", 0.1), ("A", 0.4)))
     assert [s.speaker for s in double] == ["A", "B", "A"]
 
-    at_change = split_at_speaker_turns([seg(("A", 0.4), ("C", 0.1), ("B", 0.4))])
+    at_change = build_segments(seg(("A", 0.4), ("C", 0.1), ("B", 0.4)))
     assert [s.speaker for s in at_change] == ["A", "C", "B"]
 
-    off = split_at_speaker_turns([seg(("A", 0.4), ("B", 0.2), ("A", 0.4))], smooth_max_s=0)
+    off = build_segments(seg(("A", 0.4), ("B", 0.2), ("A", 0.4)), smooth_max_s=0)
     assert [s.speaker for s in off] == ["A", "B", "A"]
 
 
-def test_smoothing_sees_neighbours_across_segment_boundaries() -> None:
-    first = Segment(id=0, start=0, end=1.2, text="", words=[w("a", 0, 0.5, "A"), w("b", 1.0, 1.2, "B")])
-    second = Segment(id=1, start=1.3, end=2, text="", words=[w("c", 1.3, 2.0, "A")])
-    out = split_at_speaker_turns([first, second])
-    assert [(s.text, s.speaker) for s in out] == [("a b", "A"), ("c", "A")]
+def test_smoothing_leaves_edge_words_alone() -> None:
     words = [w("x", 0, 0.1, "A"), w("y", 0.1, 0.2, "B")]
     assert smooth_speaker_flips(words) == words  # an edge word has only one neighbour: unchanged
 
@@ -348,13 +338,6 @@ def test_full_pipeline_on_random_words_keeps_every_word_and_never_straddles() ->
             if rng.random() < 0.2:
                 del raw[-1]["start"]
         words = assign_speakers(interpolate_word_times(raw, 0.0, t + 1), turns)
-        segs = [
-            Segment(id=0, start=0, end=0, text="", words=words[: len(words) // 2]),
-            Segment(id=1, start=0, end=0, text="", words=words[len(words) // 2 :]),
-        ]
-        segs = [s for s in segs if s.words]
-        out = split_at_speaker_turns(segs)
-        _check_segments(out, words)
         built = build_segments(words, max_duration_s=5.0)
         _check_segments(built, words)
         assert all(s.end - s.start <= 5.0 or len(s.words) == 1 for s in built)

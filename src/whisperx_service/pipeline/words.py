@@ -13,9 +13,9 @@ The steps, in the order the runner uses them:
 3. `assign_speakers` puts on each word the speaker whose turns overlap it the most (the rule of
    WhisperX's `assign_word_speakers`, which sums the intersections per speaker), falling back to
    the nearest turn.
-4. `split_at_speaker_turns` (for ASR segments) or `build_segments` (for a flat word list) make
-   segments that never straddle a speaker change, after `smooth_speaker_flips` has undone
-   one-word flips caused by diarization boundary jitter.
+4. `build_segments` makes segments of the merged, time-ordered words that never straddle a
+   speaker change, after `smooth_speaker_flips` has undone one-word flips caused by diarization
+   boundary jitter.
 """
 
 from __future__ import annotations
@@ -382,35 +382,6 @@ def _runs(words: Sequence[Word]) -> list[list[Word]]:
     return runs
 
 
-def split_at_speaker_turns(
-    segments: list[Segment], *, smooth_max_s: float = SMOOTH_MAX_WORD_S, word_sep: str = " "
-) -> list[Segment]:
-    """Split segments wherever the speaker on their words changes, so none straddles a change.
-
-    Words must already carry speakers (`assign_speakers`). First `smooth_speaker_flips` runs over
-    all words in order (across segment boundaries, so a flip at a segment's edge is seen in
-    context); `smooth_max_s=0` turns it off. Then each segment is cut into maximal runs of one
-    speaker. Each piece's text is rebuilt from its words (`join_words` with `word_sep`; use
-    `word_separator(language)`), its start/end are its first word's start and its latest word's
-    end (seconds), and its speaker is its words' speaker. A segment without words is kept as it
-    is. Ids are renumbered 0..n-1 in order.
-
-    Returns:
-        New segments; the input is not modified.
-    """
-    flat = smooth_speaker_flips([w for s in segments for w in s.words], smooth_max_s)
-    out: list[Segment] = []
-    k = 0
-    for seg in segments:
-        words, k = flat[k : k + len(seg.words)], k + len(seg.words)
-        if not words:
-            out.append(seg.model_copy(update={"id": len(out)}))
-            continue
-        for run in _runs(words):
-            out.append(_segment(len(out), run, word_sep))
-    return out
-
-
 def build_segments(
     words: list[Word],
     *,
@@ -425,8 +396,10 @@ def build_segments(
     longer than `max_gap_s` seconds (next word's start minus the segment's end), and before a
     word whose end would make the segment longer than `max_duration_s` seconds (30 s by default,
     the length of Whisper's input window, so segments look like Whisper's own). A single word
-    longer than `max_duration_s` makes a segment of its own. Text, bounds and speaker are built as
-    in `split_at_speaker_turns`; ids run 0..n-1.
+    longer than `max_duration_s` makes a segment of its own. Each segment's text is rebuilt from
+    its words (`join_words` with `word_sep`; use `word_separator(language)`), its start/end are
+    its first word's start and its latest word's end (seconds), its speaker is its words'
+    speaker; ids run 0..n-1.
 
     Raises:
         ValueError: `max_gap_s` is negative or `max_duration_s` is not positive.
