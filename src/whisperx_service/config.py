@@ -97,6 +97,22 @@ class LimitsSettings(BaseSettings):
     max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
 
 
+class RetentionSettings(BaseSettings):
+    """How long job data is kept, and the periodic sweep that deletes it."""
+
+    model_config = _group("RETENTION_")
+
+    s: float = Field(
+        7 * 86400.0, gt=0, description="Seconds after a job ends until its source, chunks and result are deleted"
+    )
+    sweep_interval_s: float = Field(3600.0, gt=0, description="Seconds between retention sweeps")
+    orphan_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Age (s) after which a job directory that no job owns (an interrupted upload) is deleted",
+    )
+
+
 class ChunkSettings(BaseSettings):
     """Long audio: decoded audio is processed in overlapping chunks (DESIGN.md section 5)."""
 
@@ -199,6 +215,12 @@ class WorkerSettings(BaseSettings):
     heartbeat_s: float = Field(10.0, gt=0, description="Worker liveness heartbeat interval (s)")
     lease_s: float = Field(90.0, gt=0, description="A running job's lease; renewed every lease_s / 3")
     progress_min_interval_s: float = Field(1.0, ge=0, description="Throttle: at most one event per this many s")
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts per job; a job whose worker died this many times ends failed: worker_lost"
+    )
+    cancel_poll_s: float = Field(
+        2.0, gt=0, description="How often (s) a running job checks whether it was cancelled"
+    )
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Self:
@@ -241,6 +263,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = _default(RedisSettings)
     storage: StorageSettings = _default(StorageSettings)
     limits: LimitsSettings = _default(LimitsSettings)
+    retention: RetentionSettings = _default(RetentionSettings)
     chunk: ChunkSettings = _default(ChunkSettings)
     asr: AsrSettings = _default(AsrSettings)
     align: AlignSettings = _default(AlignSettings)

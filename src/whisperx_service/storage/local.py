@@ -6,6 +6,8 @@ Layout under the storage root:
     jobs/<id>/chunks/       the chunk plan and one checkpoint per finished chunk
     jobs/<id>/work/         the decoded PCM (removed when the job ends)
     jobs/<id>/result.json   the transcript, written once the job succeeds
+    jobs/<id>/final.json    the job's terminal state (status, error, finished_at, attempt),
+                            written by whoever ended it; lets Redis be rebuilt from storage
 Every file is written as temp file in the same directory, fsync, rename, so a reader sees the
 whole file or none of it.
 """
@@ -50,6 +52,34 @@ class Storage:
     def result(self, job_id: str) -> Path:
         """The transcript (`result.json`)."""
         return self.job_dir(job_id) / "result.json"
+
+    def final(self, job_id: str) -> Path:
+        """The job's terminal state (`final.json`): `{status, error_code, error_message, finished_at, attempt}`."""
+        return self.job_dir(job_id) / "final.json"
+
+    def write_final(
+        self, job_id: str, *, status: str, finished_at: str, attempt: int, error_code: str = "", error_message: str = ""
+    ) -> None:
+        """Record the job's terminal state atomically, after the Redis transition to it succeeded.
+
+        Skipped (no error) when the job's directory is gone (purged). Storage is the record
+        (DESIGN.md section 3): the reconciler rebuilds a lost Redis job hash from `job.json` and this.
+
+        Raises:
+            OSError: the write failed.
+        """
+        if not self.job_dir(job_id).is_dir():
+            return
+        atomic_write_json(
+            self.final(job_id),
+            {
+                "status": status,
+                "finished_at": finished_at,
+                "attempt": attempt,
+                "error_code": error_code,
+                "error_message": error_message,
+            },
+        )
 
     def work_dir(self, job_id: str) -> Path:
         """Scratch space of the worker for this job (decoded audio and the like)."""
