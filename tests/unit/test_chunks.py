@@ -289,3 +289,43 @@ def test_plan_with_silence_finder_cuts_only_between_real_turns(tmp_path: Path) -
     for cut in cuts:
         # Every cut lies in a pause between phrases, never inside one (30 ms of VAD padding aside).
         assert not any(a + seconds(0.05) < cut < b - seconds(0.05) for a, b in speech), cut / SAMPLE_RATE
+
+
+@pytest.mark.parametrize(
+    ("total_s", "chunk_s", "overlap_s", "grid_s"),
+    [(300, 60, 10, 30), (301.7, 60, 10, 30), (130, 20, 4, 10), (40_000, 15_625, 30, 30), (95, 60, 10, 30)],
+)
+def test_grid_plan_centres_every_overlap_on_an_asr_window_line(
+    total_s: float, chunk_s: float, overlap_s: float, grid_s: float
+) -> None:
+    total, chunk_bytes = seconds(total_s), nbytes(chunk_s)
+    chunks = plan_chunks(total, chunk_bytes=chunk_bytes, overlap_s=overlap_s, grid_s=grid_s)
+    check_plan(chunks, total, chunk_bytes)
+    for a, b in pairwise(chunks):
+        mid = (b.start + a.end) / 2
+        assert mid % seconds(grid_s) == 0, f"overlap centred at {mid / SAMPLE_RATE} s"
+        assert a.end - b.start == seconds(overlap_s)
+    ungridded = plan_chunks(total, chunk_bytes=chunk_bytes, overlap_s=overlap_s)
+    assert len(chunks) <= 2 * len(ungridded)  # the grid costs at most twice the chunks (stride >= grid)
+
+
+def test_grid_plan_falls_back_when_a_chunk_cannot_span_a_grid_step() -> None:
+    kwargs: dict[str, Any] = {"chunk_bytes": nbytes(30), "overlap_s": 10}
+    assert plan_chunks(seconds(100), grid_s=30, **kwargs) == plan_chunks(seconds(100), **kwargs)
+
+
+def test_grid_plan_moves_edges_outwards_into_silence_within_the_chunk_size() -> None:
+    total, chunk_bytes = seconds(300), nbytes(60)
+    calls: list[tuple[int, int]] = []
+
+    def find(lo: int, hi: int) -> int:
+        calls.append((lo, hi))
+        return lo + (hi - lo) // 3
+
+    chunks = plan_chunks(total, chunk_bytes=chunk_bytes, overlap_s=10, grid_s=30, find_silence=find)
+    plain = plan_chunks(total, chunk_bytes=chunk_bytes, overlap_s=10, grid_s=30)
+    check_plan(chunks, total, chunk_bytes)
+    assert calls
+    for moved, nominal in zip(chunks, plain, strict=True):
+        assert moved.start <= nominal.start and moved.end >= nominal.end  # only ever outwards
+        assert (moved.start, moved.end) != (nominal.start, nominal.end) or moved.index in (0, len(plain) - 1)

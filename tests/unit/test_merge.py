@@ -109,6 +109,17 @@ def test_cut_is_the_common_pause_closest_to_the_midpoint() -> None:
     assert [x.word for x in merged] == ["one", "two", "three", "four"]
 
 
+def test_grid_seam_is_searched_around_the_asr_window_line() -> None:
+    a, b = chunk(0, 0, 36), chunk(1, 24, 60)  # overlap [24, 36], midpoint 30 ... then moved edges
+    a2, b2 = chunk(0, 0, 38), chunk(1, 22.5, 60)  # edges moved into silence: midpoint 30.25
+    words = [w("x", 26.0, 29.0), w("y", 30.2, 33.0)]  # pauses: [29, 30.2] and around
+    assert seam_cuts([(a, words), (b, words)], grid_s=30) == [30.0]
+    assert seam_cuts([(a2, words), (b2, words)]) == [30.2]  # plain midpoint 30.25: the pause edge nearest
+    assert seam_cuts([(a2, words), (b2, words)], grid_s=30) == [30.0]  # the grid line itself is in the pause
+    far = chunk(1, 31, 60)  # overlap [31, 38]: the grid line 30 is outside it, the midpoint rules
+    assert seam_cuts([(a2, words), (far, words)], grid_s=30) == seam_cuts([(a2, words), (far, words)])
+
+
 def continuous(offset: float, start: float, end: float, step: float = 0.5) -> list[Word]:
     """Back-to-back words every `step` s from `start + offset`, named by their index on the grid."""
     out: list[Word] = []

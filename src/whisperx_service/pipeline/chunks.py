@@ -12,6 +12,7 @@ into a pause, so no chunk starts or ends in the middle of a word.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,8 +109,15 @@ def plan_chunks(
     overlap_s: float,
     find_silence: FindSilence | None = None,
     search_s: float = SEARCH_S,
+    grid_s: float | None = None,
 ) -> list[Chunk]:
     """Cut `total_samples` samples of decoded audio into overlapping chunks.
+
+    With `grid_s` (the ASR window length, `ASR_WINDOW_S`), every overlap is centred on a multiple
+    of `grid_s` seconds: the seam where `pipeline.merge` switches chunks then falls on a line of
+    the grid `pipeline.asr_windows` groups speech into, so the words each chunk supplies come
+    from the same ASR windows a single pass over the file decodes (see `_grid_plan`). Without
+    it, or when a chunk cannot span one grid step plus the overlap, the rules below apply.
 
     Rules:
 
@@ -164,6 +172,10 @@ def plan_chunks(
         return []
     if total_samples <= c:
         return [Chunk(0, 0, total_samples)]
+    if grid_s is not None:
+        grid = _grid_plan(total_samples, c, o, round(grid_s * SAMPLE_RATE), find_silence, round(search_s * SAMPLE_RATE))
+        if grid is not None:
+            return grid
     s = min(round(search_s * SAMPLE_RATE), max(0, (c - 2 * o - 1) // 4)) if find_silence else 0
 
     def move(nominal: int) -> int:
@@ -189,6 +201,55 @@ def plan_chunks(
         end = move(start + length)
         chunks.append(Chunk(len(chunks), start, end))
         start = move(end - o)
+
+
+def _grid_plan(total: int, c: int, o: int, g: int, find_silence: FindSilence | None, search: int) -> list[Chunk] | None:
+    """Chunks whose overlaps are centred on multiples of `g` samples (seams on the ASR grid).
+
+    The fewest chunks n whose seams, the multiples of `g` nearest to `k * total / n`, give every
+    chunk `[seam_k - o/2, seam_k+1 + o/2)` (clamped to the audio) at most `c` samples. Each edge
+    is then moved outwards into a pause (`find_silence` over at most `search` samples, and over
+    no more than the chunk's spare length, split between its two edges), so chunks still start
+    and end in silence where there is one and never exceed `c`.
+
+    Returns:
+        The plan, or None when no such plan exists (`c - o < g`, or seams would coincide).
+
+    Raises:
+        ValueError: `find_silence` returned a position outside the window it was given.
+    """
+    half = o // 2
+    if g <= 0 or c - 2 * half < g:
+        return None
+    first = max(2, -(-(total - o) // (c - o)))
+    for n in range(first, first + total // g + 1):
+        seams = [round(k * total / n / g) * g for k in range(1, n)]
+        bounds = [0, *seams, total]
+        if any(b <= a for a, b in itertools.pairwise(bounds)):
+            return None
+        spans = [(max(0, a - half), min(total, b + half)) for a, b in itertools.pairwise(bounds)]
+        if all(e - s <= c for s, e in spans):
+            break
+    else:
+        return None
+
+    def moved(lo: int, hi: int, default: int) -> int:
+        if find_silence is None or hi - lo <= 0:
+            return default
+        found = find_silence(lo, hi)
+        if found is None:
+            return default
+        if not lo <= found <= hi:
+            raise ValueError(f"find_silence({lo}, {hi}) returned {found}, outside the window")
+        return int(found)
+
+    chunks = []
+    for i, (s, e) in enumerate(spans):
+        room = min(search, (c - (e - s)) // 2)
+        start = moved(max(0, s - room), s, s) if s > 0 else 0
+        end = moved(e, min(total, e + room), e) if e < total else total
+        chunks.append(Chunk(i, start, end))
+    return chunks
 
 
 def silence_finder(pcm: np.ndarray, *, min_silence_s: float = MIN_SILENCE_S) -> FindSilence:

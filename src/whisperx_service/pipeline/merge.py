@@ -113,11 +113,14 @@ def _best_pause(busy: list[tuple[float, float]], lo: float, hi: float, m: float)
     return best
 
 
-def seam_cuts(parts: WordParts) -> list[float]:
+def seam_cuts(parts: WordParts, grid_s: float | None = None) -> list[float]:
     """The cut time (seconds) of each seam between consecutive chunks, by rule 1 of the module.
 
     Args:
         parts: `(chunk, words)` per chunk in time order; words with absolute times in seconds.
+        grid_s: the ASR window grid (s) the plan centred its overlaps on (`plan_chunks(grid_s=)`):
+            the search is centred on the multiple of `grid_s` nearest each overlap midpoint when
+            it lies inside the overlap (the midpoint itself otherwise).
 
     Returns:
         `len(parts) - 1` cut times, strictly increasing; cut k lies in the overlap of chunks k and
@@ -130,6 +133,11 @@ def seam_cuts(parts: WordParts) -> list[float]:
     chunks = [c for c, _ in parts]
     _check_chunks(chunks)
     mids = [_midpoint(a, b) for a, b in pairwise(chunks)]
+    if grid_s:
+        snapped = [round(m / grid_s) * grid_s for m in mids]
+        mids = [
+            g if b.start_s < g < a.end_s else m for g, m, (a, b) in zip(snapped, mids, pairwise(chunks), strict=True)
+        ]
     if any(b <= a for a, b in pairwise(mids)):
         raise ValueError("overlap midpoints do not increase: a chunk is shorter than its two overlaps")
     cuts: list[float] = []

@@ -15,6 +15,7 @@ linked across chunks by their embeddings, so one person keeps one label for the 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from whisperx_service.domain.jobs import JobOptions, Stage
 from whisperx_service.domain.transcript import SpeakerTurn, Transcript, Word
 from whisperx_service.errors import PipelineError
 from whisperx_service.pipeline import words as wordops
+from whisperx_service.pipeline.asr_windows import windows_on_grid
 from whisperx_service.pipeline.audio import DecodedAudio, decode_to_pcm, open_pcm, read_window
 from whisperx_service.pipeline.chunks import Chunk, plan_chunks, silence_finder
 from whisperx_service.pipeline.language import speech_blocks, vote, whisper_detector
@@ -140,13 +142,18 @@ def transcribe(
     options: JobOptions,
     settings: Settings,
     progress: Callable[[float], None],
+    origin_s: float = 0.0,
 ) -> list[dict[str, Any]]:
     """VAD + faster-whisper over float32 16 kHz `audio` (shape (n,)) in a known language.
+
+    `origin_s` is the absolute time (s) of `audio`'s first sample in the job's file: the VAD
+    regions are grouped into ASR windows on a grid fixed in absolute time (`asr_windows`), so a
+    chunk decodes the same windows as a single pass over the file would.
 
     Returns:
         Segments as WhisperX dicts `{start, end, text}` in seconds from the start of `audio`.
     """
-    with _job_asr_options(asr, options):
+    with _job_asr_options(asr, options), windows_on_grid(asr, origin_s, settings.asr.window_s):
         out = asr.transcribe(
             audio,
             batch_size=settings.asr.batch_size,
@@ -238,26 +245,30 @@ def process_chunk(
         per-speaker embeddings.
     """
     timings: dict[str, float] = {}
-    audio = read_window(pcm, chunk.start_s, chunk.end_s)
+    # The models read the chunk from the whole second at or before its start: the VAD slides its
+    # 10 s windows in 1 s steps from the start of its input, so on a whole-second origin they
+    # line up with a single pass's, and speech regions (hence ASR windows) come out the same.
+    origin = float(math.floor(chunk.start_s))
+    audio = read_window(pcm, origin, chunk.end_s)
     t = time.perf_counter()
     progress(Stage.transcribe, 0.0)
-    segments = transcribe(models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p))
+    segments = transcribe(
+        models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), origin
+    )
     timings["transcribe"] = time.perf_counter() - t
     if options.align and segments:
         t = time.perf_counter()
         progress(Stage.align, 0.0)
         segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
         timings["align"] = time.perf_counter() - t
-    words = _words_of(segments, chunk.start_s, chunk.end_s)
+    words = _words_of(segments, origin, chunk.end_s)
     turns: list[SpeakerTurn] = []
     embeddings: dict[str, list[float] | None] = {}
     if options.diarize:
         t = time.perf_counter()
         progress(Stage.diarize, 0.0)
         local, embeddings = diarize(audio, options, models, lambda p: progress(Stage.diarize, p))
-        turns = [
-            SpeakerTurn(start=x.start + chunk.start_s, end=x.end + chunk.start_s, speaker=x.speaker) for x in local
-        ]
+        turns = [SpeakerTurn(start=x.start + origin, end=x.end + origin, speaker=x.speaker) for x in local]
         words = wordops.assign_speakers(words, turns)
         timings["diarize"] = time.perf_counter() - t
     return ChunkResult(chunk, words, turns, embeddings, {k: round(v, 3) for k, v in timings.items()})
@@ -290,7 +301,11 @@ def _plan(
         d = json.loads(paths.plan.read_text())
         return [Chunk.from_dict(c) for c in d["chunks"]], d["language"], d.get("language_probability")
     chunks = plan_chunks(
-        len(pcm), chunk_bytes=settings.chunk.bytes, overlap_s=settings.chunk.overlap_s, find_silence=silence_finder(pcm)
+        len(pcm),
+        chunk_bytes=settings.chunk.bytes,
+        overlap_s=settings.chunk.overlap_s,
+        find_silence=silence_finder(pcm),
+        grid_s=settings.asr.window_s,
     )
     language, probability = choose_language(pcm, options, models, settings)
     atomic_write_json(
@@ -392,7 +407,7 @@ def run_pipeline(
 
     t = time.perf_counter()
     progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))
-    words, turns = merge_results(results, options, settings.chunk.link_threshold)
+    words, turns = merge_results(results, options, settings.chunk.link_threshold, settings.asr.window_s)
     segments = wordops.build_segments(words, word_sep=wordops.word_separator(language))
     timings["merge"] = time.perf_counter() - t
     used = models.describe(language)
@@ -415,9 +430,11 @@ def run_pipeline(
 
 
 def merge_results(
-    results: list[ChunkResult], options: JobOptions, link_threshold: float
+    results: list[ChunkResult], options: JobOptions, link_threshold: float, grid_s: float | None = None
 ) -> tuple[list[Word], list[SpeakerTurn]]:
     """Merge chunk results: one speaker label per person across chunks, no word lost or doubled.
+
+    `grid_s` is the ASR window grid (s) the plan centred its overlaps on; seams are cut near it.
 
     Returns:
         (words in time order with global speakers, turns with global speakers), labels
@@ -436,7 +453,7 @@ def merge_results(
         (r.chunk, [t.model_copy(update={"speaker": m.get(t.speaker, t.speaker)}) for t in r.turns])
         for r, m in zip(results, mappings, strict=True)
     ]
-    cuts = seam_cuts(parts_w)  # words and turns are cut at the same instants
+    cuts = seam_cuts(parts_w, grid_s)  # words and turns are cut at the same instants
     words = merge_chunk_words(parts_w, cuts=cuts)
     turns = sorted(merge_chunk_turns(parts_t, cuts=cuts), key=lambda x: (x.start, x.end))
     turns, relabel = wordops.relabel_speakers(turns)
