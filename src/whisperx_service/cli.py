@@ -11,6 +11,7 @@ the subcommand that needs them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -114,9 +115,15 @@ def worker_command(loglevel: str | None) -> None:
     """Run one Celery worker on WORKER_QUEUE: prefork pool of WORKER_CONCURRENCY processes (1 per GPU).
 
     The node name stays Celery's default `celery@<hostname>` (the container health check pings it).
+    SIGTERM is a graceful shutdown: no new job is taken; the running job finishes within
+    WORKER_SOFT_SHUTDOWN_S seconds or is handed back to another worker (resumed from its chunks).
     """
     from whisperx_service.pipeline.loaders import ensure_runtime_env
 
+    # Before billiard is imported (it reads this once): SIGTERM -> Celery's cold shutdown with the
+    # soft window (worker_soft_shutdown_timeout), and pool processes ignore a SIGTERM sent to the
+    # whole process group (only the main process decides when to stop the job).
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     ensure_runtime_env()  # before anything imports huggingface_hub / transformers
     from whisperx_service.worker.main import app
 

@@ -218,8 +218,11 @@ class WorkerSettings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, description="Attempts per job; a job whose worker died this many times ends failed: worker_lost"
     )
-    cancel_poll_s: float = Field(
-        2.0, gt=0, description="How often (s) a running job checks whether it was cancelled"
+    cancel_poll_s: float = Field(2.0, gt=0, description="How often (s) a running job checks whether it was cancelled")
+    soft_shutdown_s: float = Field(
+        60.0,
+        ge=0,
+        description="On SIGTERM, seconds the running job may still take to finish before it is handed back",
     )
 
     @model_validator(mode="after")

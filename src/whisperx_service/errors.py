@@ -3,10 +3,13 @@
     ServiceError (code, http_status, retryable)
      ├── NotFound                  404 job_not_found
      ├── JobNotFinished            409 job_not_finished
+     ├── JobFinished               409 job_finished (cancel of an ended job)
+     ├── JobRunning                409 job_running (purge of a running job)
      ├── PayloadTooLarge           413 payload_too_large
      ├── UnsupportedMediaType      415 unsupported_media_type
      ├── InvalidRequest            422 invalid_request
      ├── EmptyUpload               422 empty_upload
+     ├── InvalidCursor             422 invalid_cursor
      ├── InsufficientStorage       507 insufficient_storage
      ├── ServiceUnavailable        503 service_unavailable
      └── PipelineError             (worker side; becomes a `failed` job, never an HTTP answer)
@@ -54,6 +57,20 @@ class JobNotFinished(ServiceError):
     http_status = 409
 
 
+class JobFinished(ServiceError):
+    """The job cannot be cancelled: it already ended (succeeded, failed or cancelled)."""
+
+    code = "job_finished"
+    http_status = 409
+
+
+class JobRunning(ServiceError):
+    """The job's data cannot be purged while a worker runs it (cancel it first)."""
+
+    code = "job_running"
+    http_status = 409
+
+
 class PayloadTooLarge(ServiceError):
     """The upload is larger than MAX_UPLOAD_BYTES."""
 
@@ -79,6 +96,12 @@ class EmptyUpload(InvalidRequest):
     """The uploaded file has zero bytes."""
 
     code = "empty_upload"
+
+
+class InvalidCursor(InvalidRequest):
+    """The list cursor is not one this service returned."""
+
+    code = "invalid_cursor"
 
 
 class InsufficientStorage(ServiceError):

@@ -7,6 +7,7 @@ are unique to the fixture, and a temp storage root. The worker runs the offline 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import MODELS_DIR, REPO
 from tests.sse import SseEvent, iter_sse
@@ -51,14 +53,27 @@ class Service:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     worker_cmd: list[str] = field(default_factory=list)
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        """Start one more worker process (its own session, so it can be killed as a group)."""
+    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start one more worker process (its own session, so it can be killed as a group).
+
+        `extra_env` overrides the service's environment for this worker only. Its log is
+        `logs/worker<n>.log`, n = its index in `procs`.
+        """
         out = (self.logs / f"worker{len(self.procs)}.log").open("wb")
         p = subprocess.Popen(
-            self.worker_cmd, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.worker_cmd,
+            cwd=REPO,
+            env={**self.env, **extra_env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append(p)
         return p
+
+    def worker_log(self, proc: subprocess.Popen[bytes]) -> str:
+        """The output so far of a worker started by `start_worker`."""
+        return (self.logs / f"worker{self.procs.index(proc)}.log").read_text(errors="replace")
 
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGKILL the worker and its pool children at once (no shutdown of any kind)."""
@@ -100,8 +115,24 @@ class Service:
             return c.get(f"/v1/jobs/{job_id}/result", params={"format": fmt})
 
 
-def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> Service:
-    """Start gateway + worker processes and wait until /readyz says the worker is alive."""
+def start_service(
+    tmp: Path,
+    redis_url: str,
+    models: Path,
+    *,
+    worker_app: str = "whisperx_service.worker.main",
+    worker_args: tuple[str, ...] = (),
+    worker_command: list[str] | None = None,
+    **extra_env: str,
+) -> Service:
+    """Start gateway + worker processes and wait until /readyz says the worker is alive.
+
+    `worker_app` is the Celery app module of the workers (`-A`), `worker_args` more arguments of
+    their command line (e.g. `--include`, a test module to load in them); `worker_command` replaces
+    the whole command (e.g. the `whisperx-service worker` entry point). They hold for every worker
+    this service starts. Workers run like `whisperx-service worker`: SIGTERM is a graceful
+    shutdown (REMAP_SIGTERM=SIGQUIT), here with a 5 s soft window unless `extra_env` says otherwise.
+    """
     tag = uuid.uuid4().hex[:8]
     port = _free_port()
     env = {
@@ -118,6 +149,8 @@ def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> 
         "HF_HUB_OFFLINE": "1",
         "PYANNOTE_METRICS_ENABLED": "0",
         "API_PORT": str(port),
+        "REMAP_SIGTERM": "SIGQUIT",
+        "WORKER_SOFT_SHUTDOWN_S": "5",
         **extra_env,
     }
     logs = tmp / "logs"
@@ -125,13 +158,13 @@ def start_service(tmp: Path, redis_url: str, models: Path, **extra_env: str) -> 
     svc = Service(f"http://127.0.0.1:{port}", tmp / "storage", env, logs)
     py = sys.executable
     cmds = {
-        "worker": [py, "-m", "celery", "-A", "whisperx_service.worker.main", "worker", "-P", "prefork", "-c", "1",
+        "worker": [py, "-m", "celery", "-A", worker_app, "worker", "-P", "prefork", "-c", "1",
                    "-Q", env["WORKER_QUEUE"], "-n", f"e2e-{tag}@%h", "--without-gossip", "--without-mingle",
-                   "--loglevel", "INFO"],
+                   "--loglevel", "INFO", *worker_args],
         "api": [py, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory", "--host", "127.0.0.1",
                 "--port", str(port), "--log-level", "warning"],
     }  # fmt: skip
-    svc.worker_cmd = cmds["worker"]
+    svc.worker_cmd = worker_command or cmds["worker"]
     svc.start_worker()
     out = (logs / "api.log").open("wb")
     svc.procs.append(subprocess.Popen(cmds["api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -170,3 +203,87 @@ def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str, models_dir
     svc = start_service(tmp_path_factory.mktemp("svc"), redis_url, models_dir)
     yield svc
     stop_service(svc)
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of one test's own, which the test may kill -9, restart or wipe.
+
+    It runs like `scripts/ensure_redis.sh` (AOF, `appendfsync everysec`, noeviction, no RDB) on a
+    free port with its data in `dir`; its log is `dir`'s sibling `<dir>.log` (kept by `wipe`).
+    Never the shared Redis: only the process this object started is ever signalled.
+    """
+
+    port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:<port>/14` (db 14, like the other e2e services)."""
+        return f"redis://127.0.0.1:{self.port}/14"
+
+    def client(self) -> redis.Redis:
+        """A new client on db 14 (short timeouts: it may be down)."""
+        return redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=10)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start redis-server on the same port and dir (loading the AOF there); wait until it answers PING.
+
+        Raises:
+            AssertionError: it exited or did not answer (AOF loaded) within `timeout_s` seconds.
+        """
+        assert self.proc is None or self.proc.poll() is not None, "redis-server is already running"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        exe = shutil.which("redis-server")
+        assert exe is not None, "redis-server is not installed"
+        log = self.dir.with_name(self.dir.name + ".log").open("ab")
+        self.proc = subprocess.Popen(
+            [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
+             "--save", "", "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.proc.poll() is None, f"redis-server exited ({self.proc.returncode}); see {log.name}"
+            try:
+                with self.client() as c:
+                    if c.ping():  # a loading server answers LOADING (an error) until the AOF is in
+                        return
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, f"redis-server did not answer in {timeout_s} s"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no final fsync) and reap it."""
+        assert self.proc is not None and self.proc.poll() is None, "redis-server is not running"
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wipe(self) -> None:
+        """Delete the data directory (the server must be down): the next `start` is an empty Redis."""
+        assert self.proc is None or self.proc.poll() is not None, "wipe only a stopped redis-server"
+        shutil.rmtree(self.dir)
+        self.dir.mkdir()
+
+    def stop(self) -> None:
+        """Terminate the server if it runs (SIGKILL after 10 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started `PrivateRedis` for one test (free port, data in `tmp_path/redis`), stopped afterwards."""
+    server = PrivateRedis(_free_port(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -9,15 +9,14 @@ out, the reconciler re-enqueues it, a new worker claims it with attempt 2 and re
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import Service, start_service, stop_service
+from tests.e2e.faults import TERMINAL, StatusWatcher, assert_forward_only, terminal_events
 from tests.speech import long_script, make_conversation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -33,24 +32,6 @@ ENV = {
 
 def _words(result: dict[str, Any]) -> list[tuple[str, str | None]]:
     return [(w["word"], w["speaker"]) for s in result["segments"] for w in s["words"]]
-
-
-class StatusWatcher(threading.Thread):
-    """Polls a job's status every 0.2 s and keeps the sequence of statuses it saw."""
-
-    def __init__(self, svc: Service, job_id: str) -> None:
-        super().__init__(daemon=True)
-        self.url = f"{svc.url}/v1/jobs/{job_id}"
-        self.seen: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10) as c:
-            while not self.stop.is_set():
-                status = c.get(self.url).json()["status"]
-                if not self.seen or self.seen[-1] != status:
-                    self.seen.append(status)
-                time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +57,14 @@ def test_killed_worker_resumes_from_checkpoints(svc: Service, tmp_path: Path) ->
         assert time.monotonic() < deadline, "chunk 1 was never checkpointed"
         time.sleep(0.05)
     svc.kill_worker(svc.procs[0])
+    killed_at = time.monotonic()
     kept = {p.name: p.stat().st_mtime_ns for p in chunks_dir.glob("[0-9]*.json")}
     assert {"0.json", "1.json"} <= set(kept)
 
     svc.start_worker()
     final = svc.wait(job, 600)
-    watcher.stop.set()
-    watcher.join(5)
+    done_at = time.monotonic()
+    seen = watcher.finish()
     assert final["status"] == "succeeded", final
     assert final["attempt"] == 2
 
@@ -104,10 +86,19 @@ def test_killed_worker_resumes_from_checkpoints(svc: Service, tmp_path: Path) ->
     assert {0, 1} <= reused and not ({0, 1} & saved)
     percents = [e.data["percent"] for e in events if e.event == "progress"]
     assert percents == sorted(percents), "percent never decreases, across the crash too"
-    assert "running" in watcher.seen and "queued" not in watcher.seen[watcher.seen.index("running") :], watcher.seen
+    assert "running" in seen, seen
+    assert_forward_only(seen)  # never running -> queued
+
+    # Exactly once: one terminal event (SSE and stream), one finish counted, one terminal record.
+    assert [e.event for e in events if e.event in TERMINAL] == ["succeeded"]
+    assert len(terminal_events(svc, job)) == 1
+    final_json = json.loads((svc.storage / "jobs" / job / "final.json").read_text())
+    assert (final_json["status"], final_json["attempt"]) == ("succeeded", 2)
 
     # Same words, same speakers as the run without a crash.
     got = svc.result(job).json()
     assert _words(got) == _words(expected)
     assert got["speakers"] == expected["speakers"]
     assert not (svc.storage / "jobs" / job / "work").exists(), "decoded audio removed at the end"
+    print(f"\n[kill -9 worker] job done {done_at - killed_at:.0f} s after the kill (new worker boot included); "
+          f"attempt 2; chunks reused {sorted(reused)}; statuses {seen}")  # fmt: skip

@@ -22,6 +22,8 @@ from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +39,10 @@ log = get_logger(__name__)
 
 #: Seconds to wait for a TCP connection to Redis before the request answers 503.
 REDIS_CONNECT_TIMEOUT_S = 2.0
+#: Times a Redis command is sent again after a connection error. After Redis restarts, each pooled
+#: connection fails its next command once ("Connection closed by server"); the retry reconnects,
+#: so no request answers 503 for a Redis that is up. (`from_url` clients get no retry otherwise.)
+REDIS_RETRIES = 1
 
 _HTTP_CODES = {
     404: "not_found",
@@ -126,6 +132,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
             socket_timeout=settings.api.sse_block_ms / 1000 + 10,
             socket_keepalive=True,
             health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), REDIS_RETRIES),
         )
         app.state.redis = client
         app.state.jobs = AsyncJobStore(

@@ -1,40 +1,195 @@
-"""The reconciler: re-enqueues running jobs whose worker is gone (its lease ran out).
+"""The reconciler: every accepted job reaches a terminal state, even when workers or Redis fail.
 
-A worker killed with SIGKILL (or a machine that lost power) never acknowledges or finishes its
-job, and Redis redelivers the task only after the broker's visibility timeout (hours, since it
-must exceed the task time limit). The job's lease expires much sooner (WORKER_LEASE_S). This
-loop, in the gateway's lifespan, finds such jobs and enqueues their task again (task id = job
-id); the next worker claims the expired lease with attempt + 1 and resumes from the job's chunk
-checkpoints. One gateway process at a time runs a sweep: a Redis lock (SET NX PX).
+A loop in the gateway's lifespan; one gateway process at a time sweeps (a Redis lock, SET NX PX).
+Each sweep, every API_RECONCILE_INTERVAL_S:
+
+1. Redis lost its data (the `storage-synced` marker is gone): every job in storage that Redis
+   does not hold is rebuilt from its files (`restore.rebuild`) and the unfinished ones are
+   enqueued again. The marker is set once no manifest is left to restore.
+2. Running jobs whose lease expired (the worker died: SIGKILL, power loss; Redis would redeliver
+   its task only after the visibility timeout, hours later): a job whose cancel was requested
+   ends `cancelled`; one whose workers were lost WORKER_MAX_ATTEMPTS times ends
+   `failed: worker_lost` (both with final.json); any other is enqueued again, and the next worker
+   claims the expired lease with attempt + 1 and resumes from the chunk checkpoints.
+3. Queued jobs older than the grace period (QUEUED_GRACE_SWEEPS sweeps) whose task message is
+   nowhere in the broker (not waiting in the queue's lists, not delivered to a worker within the
+   grace period and unacknowledged) are enqueued again, at most once per grace period.
+4. Every RETENTION_SWEEP_INTERVAL_S: the retention sweep (`retention.py`).
+
+A task enqueued twice is harmless: the claim lets one copy run and the other returns at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import socket
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio.to_thread
 import redis
+import redis.asyncio as aioredis
 import structlog
 from celery import Celery
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from whisperx_service.api.restore import Rebuild, rebuild
+from whisperx_service.api.retention import Retention, sweep_retention
 from whisperx_service.config import Settings
-from whisperx_service.store.jobs import AsyncJobStore
+from whisperx_service.storage.local import Storage
+from whisperx_service.store.jobs import AsyncJobStore, final_record
 from whisperx_service.worker.celery_app import enqueue
 
 log = structlog.get_logger(__name__)
 
+#: A queued job gets this many sweep intervals to have its task message seen in the broker.
+QUEUED_GRACE_SWEEPS = 3
 
-async def sweep(jobs: AsyncJobStore, celery: Celery, settings: Settings) -> list[str]:
-    """One pass: re-enqueue every running job whose lease expired; returns their ids."""
-    now_ms = int(time.time() * 1000)
-    requeued = await jobs.expired_leases(now_ms, requeue_after_ms=int(settings.worker.lease_s * 1000))
-    for job_id in requeued:
+
+@dataclass
+class Sweep:
+    """What one sweep did.
+
+    rebuilt: the rebuild from storage, when Redis had lost its data (else None).
+    requeued: running jobs whose lease expired, enqueued again.
+    ended: running jobs ended instead (id -> status: `cancelled` or `failed` worker_lost).
+    queued_requeued: queued jobs whose task message was missing, enqueued again.
+    retention: the retention sweep, when one was due (else None).
+    """
+
+    rebuilt: Rebuild | None = None
+    requeued: list[str] = field(default_factory=list)
+    ended: dict[str, str] = field(default_factory=dict)
+    queued_requeued: list[str] = field(default_factory=list)
+    retention: Retention | None = None
+
+
+def grace_s(settings: Settings) -> float:
+    """Seconds a queued job may go without a task message in the broker (QUEUED_GRACE_SWEEPS sweeps)."""
+    return QUEUED_GRACE_SWEEPS * max(settings.api.reconcile_interval_s, 1.0)
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists kombu keeps a queue's waiting messages in: one per priority step."""
+    return [f"{queue}{Channel.sep}{p}" if p else queue for p in PRIORITY_STEPS]
+
+
+def _task_id(message: Any) -> str | None:
+    """The task id (= job id) of a kombu message (a dict, or its JSON)."""
+    try:
+        msg = json.loads(message) if isinstance(message, (bytes, str)) else message
+        task_id = msg.get("headers", {}).get("id") or msg.get("properties", {}).get("correlation_id")
+    except (ValueError, AttributeError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+async def broker_job_ids(r: aioredis.Redis, queue: str, delivered_after_s: float) -> set[str]:
+    """Job ids whose task message the broker holds: waiting in `queue`, or delivered to a worker
+    at or after `delivered_after_s` (s since the epoch) and not acknowledged yet.
+
+    Reads kombu's Redis transport structures: the queue's lists (`queue_keys`), the hash
+    `unacked` (delivery tag -> JSON `[message, exchange, routing key]`) and the sorted set
+    `unacked_index` (delivery tag scored by delivery time, s). A message delivered earlier and
+    still unacknowledged belongs to a worker that died (or hangs) before claiming its job.
+    """
+    p = r.pipeline(transaction=False)
+    for key in queue_keys(queue):
+        p.lrange(key, 0, -1)
+    p.hgetall(Channel.unacked_key)
+    p.zrangebyscore(Channel.unacked_index_key, delivered_after_s, "+inf")
+    *lists, unacked, fresh = await p.execute()
+    ids = {i for messages in lists for i in map(_task_id, messages) if i}
+    fresh_tags = {t.decode() if isinstance(t, bytes) else t for t in fresh}
+    for tag, raw in unacked.items():
+        if (tag.decode() if isinstance(tag, bytes) else tag) in fresh_tags:
+            try:
+                task_id = _task_id(json.loads(raw)[0])
+            except (ValueError, IndexError, TypeError):
+                continue
+            if task_id:
+                ids.add(task_id)
+    return ids
+
+
+async def _write_final(jobs: AsyncJobStore, storage: Storage, job_id: str) -> None:
+    record = await jobs.get(job_id)
+    if record is not None and record.status.terminal:
+        await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+
+
+async def sweep(
+    jobs: AsyncJobStore,
+    celery: Celery,
+    settings: Settings,
+    *,
+    now_s: float | None = None,
+    retention: bool = True,
+) -> Sweep:
+    """One pass of the reconciler (see the module docstring).
+
+    Args:
+        now_s: now (s since the epoch); None = the clock.
+        retention: run the retention sweep when it is due (RETENTION_SWEEP_INTERVAL_S).
+    Raises:
+        redis.RedisError, OSError: Redis or storage failed; the next sweep starts over.
+    """
+    now_s = time.time() if now_s is None else now_s
+    now_ms = int(now_s * 1000)
+    storage = Storage(settings.storage.root)
+    keys = jobs.keys
+    out = Sweep()
+
+    async def requeue(job_id: str) -> None:
         await anyio.to_thread.run_sync(enqueue, celery, job_id, settings.worker.queue)
-        log.warning("job_requeued", job_id=job_id, reason="lease_expired")
-    return requeued
+
+    grace = grace_s(settings)
+    if not await jobs.r.exists(keys.storage_synced()):
+        out.rebuilt = await rebuild(jobs, storage, requeue, min_age_s=grace, now_ms=now_ms)
+        if out.rebuilt.young == 0:
+            await jobs.r.set(keys.storage_synced(), str(now_ms))
+        log.warning("rebuilt_from_storage", restored=len(out.rebuilt.restored), waiting=out.rebuilt.young)
+
+    for job_id in await jobs.running_ids():
+        outcome, status = await jobs.reap(
+            job_id,
+            now_ms,
+            max_attempts=settings.worker.max_attempts,
+            requeue_after_ms=int(settings.worker.lease_s * 1000),
+        )
+        if outcome == "ended":
+            await _write_final(jobs, storage, job_id)
+            out.ended[job_id] = status
+            log.warning("job_ended_by_reconciler", job_id=job_id, status=status)
+        elif outcome == "requeue":
+            await requeue(job_id)
+            out.requeued.append(job_id)
+            log.warning("job_requeued", job_id=job_id, reason="lease_expired")
+
+    grace_ms = int(grace * 1000)
+    stale = [
+        job_id
+        for job_id, h in (await jobs.unfinished(now_ms - grace_ms)).items()
+        if h.get("status") == "queued" and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms
+    ]
+    if stale:
+        in_broker = await broker_job_ids(jobs.r, settings.worker.queue, now_s - grace)
+        for job_id in stale:
+            if job_id not in in_broker and await jobs.mark_requeued(job_id, now_ms, grace_ms):
+                await requeue(job_id)
+                out.queued_requeued.append(job_id)
+                log.warning("job_requeued", job_id=job_id, reason="no_task_message")
+
+    if retention and await jobs.r.set(
+        keys.retention_sweep(), str(now_ms), nx=True, px=int(settings.retention.sweep_interval_s * 1000)
+    ):
+        out.retention = await sweep_retention(jobs, storage, settings, now_s=now_s)
+        log.info("retention_swept", **vars(out.retention))
+    return out
 
 
 async def run_forever(jobs: AsyncJobStore, celery: Celery, settings: Settings) -> None:
@@ -51,5 +206,5 @@ async def run_forever(jobs: AsyncJobStore, celery: Celery, settings: Settings) -
                 mine = True
             if mine:
                 await sweep(jobs, celery, settings)
-        except (redis.RedisError, OSError) as e:
-            log.warning("reconcile_failed", error=str(e))
+        except Exception as e:  # a failed sweep must not end the loop: the next one starts over
+            log.warning("reconcile_failed", error=repr(e), exc_info=not isinstance(e, (redis.RedisError, OSError)))

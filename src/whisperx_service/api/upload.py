@@ -78,7 +78,8 @@ ALLOWED_MEDIA_TYPES = frozenset(
     }
 )
 _MAX_FILENAME_CHARS = 255
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: errno values that mean the storage is full (no space, or the user's quota is used up).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,7 +419,7 @@ async def receive_upload(request: Request, storage: Storage, job_id: str, limits
         except ClientDisconnect:
             raise InvalidRequest("the client disconnected before the upload finished") from None
         except OSError as e:
-            if e.errno in _NO_SPACE:
+            if e.errno in NO_SPACE_ERRNOS:
                 raise InsufficientStorage("not enough storage space for the upload") from None
             raise
         finally:

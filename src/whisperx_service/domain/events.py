@@ -16,6 +16,9 @@ class EventType(StrEnum):
     queued = "queued"  # the job was accepted
     started = "started"  # a worker claimed it (fields: attempt)
     progress = "progress"  # fields: stage, stage_percent, percent, (chunk, chunks, eta_s)
+    released = "released"  # the worker was shut down (SIGTERM) and handed the job back (fields: attempt)
+    cancelling = "cancelling"  # DELETE asked the running job to stop; `cancelled` follows
+    restored = "restored"  # Redis lost the job and the reconciler rebuilt it from storage (fields: attempt)
     succeeded = "succeeded"  # terminal
     failed = "failed"  # terminal; fields: code, message
     cancelled = "cancelled"  # terminal

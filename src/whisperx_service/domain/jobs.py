@@ -155,6 +155,7 @@ class JobRecord(BaseModel):
     size_bytes: int | None = None
     options: JobOptions = Field(default_factory=JobOptions)
     error: JobError | None = None
+    cancel_requested: bool = Field(False, description="DELETE asked this running job to stop; it ends `cancelled`")
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
@@ -182,5 +183,6 @@ class JobRecord(BaseModel):
             "size_bytes": int(h["size_bytes"]) if opt("size_bytes") else None,
             "options": JobOptions.model_validate_json(h["options"]) if opt("options") else JobOptions(),
             "error": {"code": h["error_code"], "message": h.get("error_message", "")} if opt("error_code") else None,
+            "cancel_requested": h.get("cancel_requested") == "1",
         }
         return cls.model_validate(data)

@@ -19,10 +19,26 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True, slots=True)
+class JobDir:
+    """One directory under `<root>/jobs`, as `Storage.list_job_dirs` found it.
+
+    mtime: newest modification time (s since the epoch) of the directory and its direct entries.
+    has_manifest: `job.json` exists (without it the directory belongs to no job: an upload that
+    never finished).
+    """
+
+    job_id: str
+    path: Path
+    mtime: float
+    has_manifest: bool
 
 
 class Storage:
@@ -92,6 +108,41 @@ class Storage:
     def remove_job(self, job_id: str) -> None:
         """Delete everything stored for the job (no error if nothing is there)."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def list_job_dirs(self) -> list[JobDir]:
+        """Every job directory under `<root>/jobs` (names that cannot be job ids are left out).
+
+        Returns:
+            One `JobDir` per directory, in name order; a directory removed while listing is left out.
+        """
+        out: list[JobDir] = []
+        try:
+            entries = sorted(os.scandir(self.root / "jobs"), key=lambda e: e.name)
+        except FileNotFoundError:
+            return out
+        for entry in entries:
+            if len(entry.name) != 32 or any(c not in "0123456789abcdef" for c in entry.name):
+                continue
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                names = set()
+                with os.scandir(entry.path) as inner:
+                    for e in inner:
+                        names.add(e.name)
+                        mtime = max(mtime, e.stat(follow_symlinks=False).st_mtime)
+            except FileNotFoundError:
+                continue
+            out.append(JobDir(entry.name, Path(entry.path), mtime, "job.json" in names))
+        return out
+
+    def tmp_files(self) -> list[Path]:
+        """Temp files of unfinished atomic writes (`.tmp-*`) in the root and in every job directory."""
+        found = list(self.root.glob(f"{TMP_PREFIX}*"))
+        found += self.root.glob(f"jobs/*/{TMP_PREFIX}*")
+        found += self.root.glob(f"jobs/*/*/{TMP_PREFIX}*")
+        return found
 
     def writable(self) -> bool:
         """True if a file can be created, synced and removed under the root."""

@@ -23,6 +23,10 @@ class Keys:
         """Sorted set: job ids scored by creation time (ms since the epoch)."""
         return f"{self.prefix}:jobs"
 
+    def finished(self) -> str:
+        """Sorted set: ids of ended jobs scored by finish time (ms); the retention index"""
+        return f"{self.prefix}:finished"
+
     def running(self) -> str:
         """Set: ids of jobs a worker has claimed and not finished (what the reconciler watches)."""
         return f"{self.prefix}:running"
@@ -30,6 +34,15 @@ class Keys:
     def reconciler_lock(self) -> str:
         """String: held by the one gateway process whose reconciler runs now (SET NX PX)."""
         return f"{self.prefix}:reconciler"
+
+    def storage_synced(self) -> str:
+        """String: set by the reconciler once every job in storage is known to Redis. Its absence
+        means Redis lost its data (or never had it): the reconciler rebuilds the jobs from storage."""
+        return f"{self.prefix}:storage-synced"
+
+    def retention_sweep(self) -> str:
+        """String: exists (PX = RETENTION_SWEEP_INTERVAL_S) while the last retention sweep is recent."""
+        return f"{self.prefix}:retention-sweep"
 
     def workers(self) -> str:
         """Sorted set: worker names scored by their last heartbeat (s since the epoch)."""

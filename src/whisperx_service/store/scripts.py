@@ -21,10 +21,56 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'queued', 'stat
 return 1
 """
 
-# KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=running set
-# ARGV[1]=now_ms ARGV[2]=lease_ms ARGV[3]=owner ARGV[4]=now_iso ARGV[5]=maxlen
-# Returns {outcome, attempt, status}: outcome 'claimed' | 'busy' | 'terminal' | 'missing'.
-CLAIM = """
+# Lua helpers shared by the scripts that end a job. `k` = {job hash, events stream, metrics,
+# running set, finished zset}. end_job writes the terminal status, its event, the counters and the
+# indexes in one step (the id leaves the running set and enters the finished zset, scored by ms).
+# end_if_done ends a job that must not run again: cancel requested -> cancelled; its workers were
+# lost `max_attempts` times (attempts minus graceful hand-backs counted in `releases`) -> failed
+# `worker_lost`. It returns the status it ended the job with, or nil.
+_END = """
+local function end_job(k, status, now_iso, now_ms, maxlen, code, message)
+  redis.call('HSET', k[1], 'status', status, 'finished_at', now_iso, 'lease_owner', '', 'lease_expires_ms', '0')
+  local ev = {'type', status, 'status', status}
+  if status == 'succeeded' then
+    redis.call('HSET', k[1], 'percent', '100')
+    ev[#ev + 1] = 'percent'; ev[#ev + 1] = '100'
+  end
+  if code ~= '' then
+    redis.call('HSET', k[1], 'error_code', code, 'error_message', message)
+    ev[#ev + 1] = 'code'; ev[#ev + 1] = code
+    ev[#ev + 1] = 'message'; ev[#ev + 1] = message
+  end
+  redis.call('XADD', k[2], 'MAXLEN', '~', maxlen, '*', unpack(ev))
+  redis.call('HINCRBY', k[3], 'finished:' .. status, 1)
+  local id = redis.call('HGET', k[1], 'id')
+  redis.call('SREM', k[4], id)
+  redis.call('ZADD', k[5], now_ms, id)
+end
+
+local function end_if_done(k, attempt, max_attempts, now_iso, now_ms, maxlen)
+  if redis.call('HGET', k[1], 'cancel_requested') == '1' then
+    end_job(k, 'cancelled', now_iso, now_ms, maxlen, '', '')
+    return 'cancelled'
+  end
+  local lost = attempt - tonumber(redis.call('HGET', k[1], 'releases') or '0')
+  if max_attempts > 0 and lost >= max_attempts then
+    end_job(k, 'failed', now_iso, now_ms, maxlen, 'worker_lost',
+            'the worker running this job was lost ' .. lost .. ' times; giving up after ' ..
+            max_attempts .. ' attempts (WORKER_MAX_ATTEMPTS)')
+    return 'failed'
+  end
+  return nil
+end
+"""
+
+# KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=running set, KEYS[4]=metrics, KEYS[5]=finished zset
+# ARGV[1]=now_ms ARGV[2]=lease_ms ARGV[3]=owner ARGV[4]=now_iso ARGV[5]=maxlen ARGV[6]=max_attempts (0 = no cap)
+# Returns {outcome, attempt, status}: outcome 'claimed' | 'busy' | 'terminal' | 'missing' | 'ended'.
+# 'ended': the job was free to take (queued, or its lease expired) but must not run again (see
+# end_if_done): this script ended it, `status` says how; the caller records final.json.
+CLAIM = (
+    _END
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing', 0, ''} end
 local status = redis.call('HGET', KEYS[1], 'status')
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
@@ -36,6 +82,9 @@ if status == 'running' then
   local expires = tonumber(redis.call('HGET', KEYS[1], 'lease_expires_ms') or '0')
   if expires > now then return {'busy', attempt, status} end
 end
+local ended = end_if_done({KEYS[1], KEYS[2], KEYS[4], KEYS[3], KEYS[5]}, attempt, tonumber(ARGV[6]), ARGV[4],
+                          now, ARGV[5])
+if ended then return {'ended', attempt, ended} end
 attempt = attempt + 1
 redis.call('HSET', KEYS[1], 'status', 'running', 'attempt', attempt, 'lease_owner', ARGV[3],
            'lease_expires_ms', now + tonumber(ARGV[2]))
@@ -48,12 +97,15 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'started', 'sta
 redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 return {'claimed', attempt, 'running'}
 """
+)
 
 # KEYS[1]=job hash ARGV[1]=attempt ARGV[2]=now_ms ARGV[3]=lease_ms
+# Returns 0 (fenced: not running or another attempt), 1 (renewed), 2 (renewed, and cancel was requested).
 RENEW = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'lease_expires_ms', tonumber(ARGV[2]) + tonumber(ARGV[3]))
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then return 2 end
 return 1
 """
 
@@ -82,11 +134,30 @@ redis.call('HSET', KEYS[1], unpack(fields))
 return 1
 """
 
-# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set
+# KEYS[1]=job hash KEYS[2]=events stream ARGV[1]=attempt ARGV[2]=maxlen
+# Graceful hand-back (the worker was asked to stop, SIGTERM): the running attempt gives its lease up
+# at once (lease_expires_ms=0, no owner) so the next delivery claims the job with attempt + 1
+# without waiting for the lease to run out. The status stays `running` (a poller never sees
+# running -> queued); `releases` counts hand-backs (they are not lost workers, see end_if_done)
+# and one `released` event (attempt) is written. Returns 1, or 0 when fenced (not running, or
+# another attempt owns it).
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_expires_ms', '0', 'lease_owner', '')
+redis.call('HINCRBY', KEYS[1], 'releases', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'released', 'status', 'running',
+           'attempt', ARGV[1])
+return 1
+"""
+
+# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set KEYS[5]=finished zset
 # ARGV[1]=attempt ('' = no fence: the API cancelling) ARGV[2]=status ARGV[3]=now_iso ARGV[4]=maxlen
-# ARGV[5]=error code ARGV[6]=error message
+# ARGV[5]=error code ARGV[6]=error message ARGV[7]=now_ms (the finished zset's score)
 # Allowed: running -> succeeded|failed|cancelled; queued -> failed|cancelled. A terminal job never changes.
-FINISH = """
+FINISH = (
+    _END
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
@@ -94,19 +165,94 @@ if ARGV[1] ~= '' and (status ~= 'running' or redis.call('HGET', KEYS[1], 'attemp
   return 0
 end
 if ARGV[2] == 'succeeded' and status ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3], 'lease_owner', '', 'lease_expires_ms', '0')
-local ev = {'type', ARGV[2], 'status', ARGV[2]}
-if ARGV[2] == 'succeeded' then
-  redis.call('HSET', KEYS[1], 'percent', '100')
-  ev[#ev + 1] = 'percent'; ev[#ev + 1] = '100'
-end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'error_code', ARGV[5], 'error_message', ARGV[6])
-  ev[#ev + 1] = 'code'; ev[#ev + 1] = ARGV[5]
-  ev[#ev + 1] = 'message'; ev[#ev + 1] = ARGV[6]
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ev))
-redis.call('HINCRBY', KEYS[3], 'finished:' .. ARGV[2], 1)
-redis.call('SREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
+end_job(KEYS, ARGV[2], ARGV[3], ARGV[7], ARGV[4], ARGV[5], ARGV[6])
 return 1
+"""
+)
+
+# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set KEYS[5]=finished zset
+# ARGV[1]=now_ms ARGV[2]=max_attempts (0 = no cap) ARGV[3]=now_iso ARGV[4]=maxlen ARGV[5]=requeue_after_ms
+# ARGV[6]=id
+# The reconciler's look at one job of the running set. Returns {outcome, status}: 'gone' (not
+# running any more: dropped from the set), 'alive' (its lease is live), 'ended' (it must not run
+# again: ended here, see end_if_done), 'wait' (re-enqueued less than requeue_after_ms ago) or
+# 'requeue' (lease expired: marked `requeued_ms` = now; the caller enqueues its task again).
+REAP = (
+    _END
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then
+  redis.call('SREM', KEYS[4], ARGV[6])
+  return {'gone', status or ''}
+end
+local now = tonumber(ARGV[1])
+if tonumber(redis.call('HGET', KEYS[1], 'lease_expires_ms') or '0') > now then return {'alive', status} end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+local ended = end_if_done(KEYS, attempt, tonumber(ARGV[2]), ARGV[3], now, ARGV[4])
+if ended then return {'ended', ended} end
+if now - tonumber(redis.call('HGET', KEYS[1], 'requeued_ms') or '0') < tonumber(ARGV[5]) then
+  return {'wait', status}
+end
+redis.call('HSET', KEYS[1], 'requeued_ms', tostring(now))
+return {'requeue', status}
+"""
+)
+
+# KEYS[1]=job hash ARGV[1]=now_ms ARGV[2]=requeue_after_ms
+# A queued job whose task message is missing: mark it re-enqueued (`requeued_ms` = now) unless that
+# happened less than requeue_after_ms ago. Returns 1 when the caller should enqueue it, else 0.
+MARK_REQUEUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+local now = tonumber(ARGV[1])
+if now - tonumber(redis.call('HGET', KEYS[1], 'requeued_ms') or '0') < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'requeued_ms', tostring(now))
+return 1
+"""
+
+# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=jobs index KEYS[4]=running set KEYS[5]=finished zset
+# ARGV[1]=created_ms ARGV[2]=finished_ms ('' = not ended) ARGV[3]=maxlen ARGV[4]=id ARGV[5...]=field, value pairs
+# A job rebuilt from storage after Redis lost it: written only when no hash exists (else returns 0),
+# indexed like a live job of its status, with one `restored` event (status, attempt). Returns 1.
+RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'running' then redis.call('SADD', KEYS[4], ARGV[4]) end
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4]) end
+local ev = {'type', 'restored', 'status', status, 'attempt', redis.call('HGET', KEYS[1], 'attempt') or '0'}
+local code = redis.call('HGET', KEYS[1], 'error_code')
+if code and code ~= '' then
+  ev[#ev + 1] = 'code'; ev[#ev + 1] = code
+  ev[#ev + 1] = 'message'; ev[#ev + 1] = redis.call('HGET', KEYS[1], 'error_message') or ''
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ev))
+return 1
+"""
+
+# KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set KEYS[5]=finished zset
+# ARGV[1]=now_iso ARGV[2]=now_ms ARGV[3]=maxlen
+# Returns {outcome, status}: 'cancelled' (was queued: now cancelled, terminal event written, exactly as
+# FINISH would), 'cancelling' (running: cancel_requested=1 and one `cancelling` event; the worker ends it),
+# 'terminal' (already ended; status says how) or 'missing'.
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', ''} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {'terminal', status} end
+if status == 'running' then
+  if redis.call('HGET', KEYS[1], 'cancel_requested') ~= '1' then
+    redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'cancelling', 'status', 'running')
+  end
+  return {'cancelling', status}
+end
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'lease_owner', '', 'lease_expires_ms', '0')
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'cancelled', 'status', 'cancelled')
+redis.call('HINCRBY', KEYS[3], 'finished:cancelled', 1)
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('SREM', KEYS[4], id)
+redis.call('ZADD', KEYS[5], ARGV[2], id)
+return {'cancelled', 'cancelled'}
 """

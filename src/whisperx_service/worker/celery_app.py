@@ -8,6 +8,12 @@
   gone, never one that is still running (validated in `WorkerSettings`).
 - `worker_cancel_long_running_tasks_on_connection_loss`: a worker that loses Redis stops its job
   rather than finishing it twice.
+- Graceful shutdown: with `REMAP_SIGTERM=SIGQUIT` in the worker's environment (`whisperx-service
+  worker` sets it), SIGTERM starts Celery's cold shutdown with a soft phase: no new job is taken,
+  the running job has `worker_soft_shutdown_timeout` (WORKER_SOFT_SHUTDOWN_S) seconds to finish,
+  then it is stopped and handed back (its lease released, its message requeued) for the next
+  worker, which resumes it from the chunk checkpoints (see `tasks.hand_back`). Without the remap,
+  SIGTERM is Celery's warm shutdown, which waits for the job however long it runs.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        worker_soft_shutdown_timeout=float(min(w.task_soft_time_limit_s, 60)),
+        worker_soft_shutdown_timeout=float(min(w.soft_shutdown_s, w.task_soft_time_limit_s)),
         task_time_limit=w.task_time_limit_s,
         task_soft_time_limit=w.task_soft_time_limit_s,
         task_ignore_result=True,

@@ -1,4 +1,5 @@
-"""`POST /v1/jobs` (submit) and `GET /v1/jobs/{id}` (status).
+"""Jobs: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (status), `DELETE /v1/jobs/{id}` (cancel,
+purge) and `GET /v1/jobs` (list).
 
 Submitting, in order: stream the upload to `jobs/<id>/source`, write the manifest `job.json`
 (atomic), create the Redis job (`queued` + its event), enqueue the Celery task (task id = job id).
@@ -10,20 +11,22 @@ from __future__ import annotations
 import functools
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 import structlog
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, SettingsDep, StorageDep
-from whisperx_service.api.upload import FILE_FIELD, receive_upload
+from whisperx_service.api.restore import restore_job
+from whisperx_service.api.upload import FILE_FIELD, NO_SPACE_ERRNOS, receive_upload
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
-from whisperx_service.errors import NotFound, ServiceUnavailable
+from whisperx_service.errors import InsufficientStorage, JobFinished, JobRunning, NotFound, ServiceUnavailable
 from whisperx_service.logs import get_logger
-from whisperx_service.storage.local import atomic_write_json
+from whisperx_service.storage.local import Storage, atomic_write_json
+from whisperx_service.store.jobs import AsyncJobStore, final_record
 from whisperx_service.worker.celery_app import enqueue
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -84,7 +87,7 @@ async def submit_job(
 
     Raises:
         PayloadTooLarge, UnsupportedMediaType, EmptyUpload, InvalidRequest, InsufficientStorage:
-            see `receive_upload`.
+            see `receive_upload`; InsufficientStorage also when the manifest does not fit.
         ServiceUnavailable: Redis or the broker does not answer (nothing is kept).
     """
     job_id = uuid.uuid4().hex
@@ -101,7 +104,12 @@ async def submit_job(
             "media_type": upload.media_type,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
+        try:
+            await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
+        except OSError as e:  # the upload fitted, its manifest did not
+            if e.errno in NO_SPACE_ERRNOS:
+                raise InsufficientStorage("not enough storage space for the job") from None
+            raise
         record = await jobs.create(job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes)
         created = True
         try:
@@ -131,8 +139,13 @@ async def submit_job(
 
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Job status")
-async def get_job(job_id: JobIdDep, jobs: JobsDep) -> JobRecord:
+async def get_job(
+    job_id: JobIdDep, jobs: JobsDep, storage: StorageDep, celery: CeleryDep, settings: SettingsDep
+) -> JobRecord:
     """The job's status, stage, percent (0-100), timestamps, audio duration (s), attempt and error.
+
+    A job Redis lost (it restarted empty) but storage still holds is restored from its files on
+    the spot, and enqueued again if unfinished (see `api/restore.py`): a known job is never unknown.
 
     Raises:
         NotFound: no such job (or the id cannot be one).
@@ -140,5 +153,118 @@ async def get_job(job_id: JobIdDep, jobs: JobsDep) -> JobRecord:
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
     if record is None:
+
+        async def requeue(lost_id: str) -> None:
+            await anyio.to_thread.run_sync(functools.partial(enqueue, celery, lost_id, settings.worker.queue))
+
+        if await restore_job(jobs, storage, job_id, requeue):
+            record = await jobs.get(job_id)
+    if record is None:
         raise NotFound(f"job {job_id} not found")
     return record
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=JobRecord,
+    summary="Cancel a job, or purge an ended job's data",
+    responses={
+        200: {"description": "the queued job is cancelled; it will never start"},
+        202: {"description": "the running job was asked to stop: it ends `cancelled` at its next progress point"},
+        204: {"description": "purged (`?purge=true`): the job's files and state are gone; GET answers 404"},
+        404: {"description": "job_not_found"},
+        409: {"description": "job_finished (cancelling an ended job) / job_running (purging a running job)"},
+    },
+)
+async def cancel_job(
+    job_id: JobIdDep,
+    response: Response,
+    jobs: JobsDep,
+    storage: StorageDep,
+    purge: Annotated[bool, Query(description="Delete an ended (or queued) job's files and state now")] = False,
+) -> JobRecord | Response:
+    """Cancel the job: a queued one at once (200), a running one by request (202, `cancel_requested`).
+
+    The running job's worker sees the request within WORKER_CANCEL_POLL_S and stops at its next
+    chunk or stage boundary; its SSE stream then ends with a `cancelled` event. With
+    `?purge=true` an ended job's directory and Redis keys are deleted at once (204); a queued job
+    is cancelled first.
+
+    Raises:
+        NotFound: no such job.
+        JobFinished: (cancel) the job already ended.
+        JobRunning: (purge) a worker runs the job; cancel it and purge once it ended.
+    """
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    if purge:
+        await _purge(job_id, jobs, storage)
+        return Response(status_code=204)
+    outcome = await jobs.cancel(job_id)
+    if outcome.outcome == "missing":
+        raise NotFound(f"job {job_id} not found")
+    if outcome.outcome == "terminal":
+        raise JobFinished(f"job {job_id} already ended: {outcome.status}")
+    record = await jobs.get(job_id)
+    if record is None:  # purged meanwhile
+        raise NotFound(f"job {job_id} not found")
+    if outcome.outcome == "cancelled":
+        await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+        log.info("job_cancelled", was="queued")
+        return record
+    log.info("job_cancel_requested")
+    response.status_code = 202
+    return record
+
+
+async def _purge(job_id: str, jobs: AsyncJobStore, storage: Storage) -> None:
+    """Delete a job's files, then its Redis keys (cancelling it first when queued).
+
+    Files go first: a job Redis still knows is never rebuilt from files that are half gone.
+
+    Raises:
+        NotFound, JobRunning: see `cancel_job`.
+    """
+    record = await jobs.get(job_id)
+    if record is None:
+        raise NotFound(f"job {job_id} not found")
+    if record.status == JobStatus.queued:
+        outcome = await jobs.cancel(job_id)
+        if outcome.outcome == "missing":
+            raise NotFound(f"job {job_id} not found")
+        record = await jobs.get(job_id) or record
+    if record.status == JobStatus.running:
+        raise JobRunning(f"job {job_id} is running; cancel it (DELETE without purge) and purge it once it ended")
+    await anyio.to_thread.run_sync(storage.remove_job, job_id)
+    await jobs.purge(job_id)
+    log.info("job_purged", status=record.status.value)
+
+
+class JobList(BaseModel):
+    """One page of the job list, newest first."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page")
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List jobs, newest first",
+    responses={422: {"description": "invalid_request (status, limit) / invalid_cursor"}},
+)
+async def list_jobs(
+    jobs: JobsDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page")] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> JobList:
+    """Jobs newest first, paged by an opaque cursor that stays valid while jobs come and go.
+
+    A page with a status filter may be short (see `AsyncJobStore.list_jobs`); continue until
+    `next_cursor` is null.
+
+    Raises:
+        InvalidCursor: the cursor is not one this service returned.
+    """
+    page, next_cursor = await jobs.list_jobs(status, limit, cursor)
+    return JobList(jobs=page, next_cursor=next_cursor)

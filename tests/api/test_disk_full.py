@@ -1,0 +1,110 @@
+"""Disk full for real: the storage root is a small tmpfs, so writes fail with ENOSPC from the kernel.
+
+Mounting needs root (CAP_SYS_ADMIN); without it these tests skip and say why. The gateway is the
+real one (uvicorn in a thread) on the real test Redis; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from tests.api.conftest import Gateway, serve, wav_bytes
+from whisperx_service.config import Settings, StorageSettings
+
+#: Size of the tmpfs storage root (bytes).
+TMPFS_BYTES = 2 * 1024 * 1024
+QUEUE = "transcribe"
+
+
+def _free_bytes(root: Path) -> int:
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize
+
+
+def _used_bytes(root: Path) -> int:
+    st = os.statvfs(root)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Iterator[Path]:
+    """A TMPFS_BYTES tmpfs mounted for the test (skipped when mounting is not allowed)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs as the storage root needs root and mount(8)")
+    root = tmp_path / "small"
+    root.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES},mode=0700", "tmpfs", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (no CAP_SYS_ADMIN here?): {done.stderr.strip()}")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_gateway(api_settings: Settings, celery_app: Celery, small_root: Path) -> Iterator[Gateway]:
+    """The gateway with its storage root on the small tmpfs."""
+    yield from serve(api_settings.model_copy(update={"storage": StorageSettings(root=small_root)}), celery_app)
+
+
+def _assert_nothing_kept(gateway: Gateway, r: redis.Redis, *, keep: frozenset[str] = frozenset()) -> None:
+    """No job directory, no temp or partial file anywhere under the root, no job in Redis, no message."""
+    root = gateway.settings.storage.root
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in keep)
+    assert left == [], left
+    assert gateway.job_dirs() == []
+    assert r.keys("wxs:job:*") == []
+    assert r.zcard("wxs:jobs") == 0
+    assert r.llen(QUEUE) == 0
+
+
+def test_upload_larger_than_the_disk_answers_507_and_frees_the_space(
+    small_gateway: Gateway, redis_client: redis.Redis
+) -> None:
+    root = small_gateway.settings.storage.root
+    used_before = _used_bytes(root)
+    payload = wav_bytes(0.1)[:44] + os.urandom(2 * TMPFS_BYTES)
+    r = small_gateway.client.post("/v1/jobs", files={"file": ("big.wav", payload, "audio/wav")})
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "insufficient_storage"
+    _assert_nothing_kept(small_gateway, redis_client)
+    assert _used_bytes(root) == used_before  # the partial upload's blocks were given back
+
+    # The space is free again: an upload that fits is accepted.
+    r = small_gateway.client.post("/v1/jobs", files={"file": ("small.wav", wav_bytes(1.0), "audio/wav")})
+    assert r.status_code == 202, r.text
+    assert [p.name for p in small_gateway.job_dirs()] == [r.json()["id"]]
+
+
+def test_manifest_that_no_longer_fits_answers_507_and_leaves_nothing(
+    small_gateway: Gateway, redis_client: redis.Redis
+) -> None:
+    # Fill the disk so that the upload fits to the last byte and the manifest after it does not.
+    root = small_gateway.settings.storage.root
+    upload_bytes = 64 * 1024
+    filler = root / "filler"
+    with filler.open("wb") as f:
+        f.write(b"\0" * (_free_bytes(root) - upload_bytes))
+        f.flush()
+        os.fsync(f.fileno())
+    assert _free_bytes(root) == upload_bytes
+    payload = wav_bytes(0.1)[:44] + os.urandom(upload_bytes - 44)
+    r = small_gateway.client.post("/v1/jobs", files={"file": ("exact.wav", payload, "audio/wav")})
+    assert r.status_code == 507, r.text
+    assert r.json()["error"]["code"] == "insufficient_storage"
+    _assert_nothing_kept(small_gateway, redis_client, keep=frozenset({"filler"}))
+    assert _free_bytes(root) == upload_bytes
