@@ -6,12 +6,15 @@ process; record the gateway's peak RSS growth (sampled from /proc every 20 ms) a
 Targets (issue 2): RSS growth <= 64 MiB; throughput >= 70 % of dd.
 
 decode: a 2-hour MP3 (pyannote's sample call looped) decoded by the worker's ffmpeg step to PCM on
-disk and cut into a chunk plan (silence search included), in a fresh process without models:
-peak RSS beyond the process's baseline, ffmpeg's own peak RSS, and decode speed as x real time.
-Targets (issue 3): RSS under 300 MB beyond the models; decode >= 100x real time.
+disk, cut into a chunk plan (silence search included) and given its ASR windows (the pipeline's
+VAD over the whole file in 10-minute blocks), in a fresh process with the ASR pipeline loaded
+first: peak RSS beyond the process's baseline with the models loaded, ffmpeg's own peak RSS, and
+decode speed as x real time. Targets (issue 3): RSS under 300 MB beyond the models; decode >= 100x
+real time.
 
 rtf: the whole pipeline (offline CPU models: decode, transcribe, align, diarize, merge) on a
-10-minute file (the sample call looped), in-process, models loaded before the clock starts.
+10-minute file (the sample call looped), in-process, models loaded before the clock starts: once
+as one chunk (`rtf`) and once in 150 s chunks with 30 s overlap (`rtf_chunked`, 5 chunks).
 """
 
 from __future__ import annotations
@@ -181,10 +184,15 @@ def _looped(minutes: int, out: Path, codec: list[str]) -> Path:
 _DECODE_CHILD = """
 import json, resource, sys, threading, time
 from pathlib import Path
+from whisperx_service.config import AsrSettings, Device, Settings
 from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm
 from whisperx_service.pipeline.chunks import plan_chunks, silence_finder
+from whisperx_service.pipeline.runner import asr_windows_of
+from whisperx_service.worker.models import ModelCache
 def rss_mib():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+settings = Settings(asr=AsrSettings(device=Device.cpu))
+asr = ModelCache(settings).asr()
 base = rss_mib()
 peak = [base]
 def sample():  # ru_maxrss is not used: Linux carries it over from the parent through fork + exec
@@ -201,10 +209,14 @@ pcm = open_pcm(d.path)
 plan = plan_chunks(len(pcm), chunk_bytes=500_000_000, overlap_s=30.0, find_silence=silence_finder(pcm))
 small = plan_chunks(len(pcm), chunk_bytes=60 * 32_000 * 10, overlap_s=30.0, find_silence=silence_finder(pcm))
 plan_s = time.perf_counter() - t
+t = time.perf_counter()
+windows = asr_windows_of(pcm, asr, settings, lambda p: None)
+windows_s = time.perf_counter() - t
 time.sleep(0.05)
 peak = peak[0]
 ffmpeg_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(json.dumps({"audio_s": d.duration_s, "decode_s": decode_s, "plan_s": plan_s, "base_mib": base,
+print(json.dumps({"audio_s": d.duration_s, "decode_s": decode_s, "plan_s": plan_s, "windows_s": windows_s,
+                  "windows": len(windows), "base_mib": base,
                   "peak_mib": peak, "ffmpeg_peak_mib": ffmpeg_peak, "chunks_default": len(plan),
                   "chunks_10min": len(small)}))
 """
@@ -226,6 +238,8 @@ def bench_decode(hours: float = 2.0) -> dict[str, float | int | bool]:
         "decode_s": round(r["decode_s"], 2),
         "decode_x_realtime": round(speed, 1),
         "plan_s": round(r["plan_s"], 2),
+        "asr_windows_s": round(r["windows_s"], 2),
+        "asr_windows": r["windows"],
         "chunks_default_500MB": r["chunks_default"],
         "chunks_10min": r["chunks_10min"],
         "rss_base_mib": round(r["base_mib"], 1),
@@ -238,14 +252,19 @@ def bench_decode(hours: float = 2.0) -> dict[str, float | int | bool]:
     }
 
 
-def bench_rtf(minutes: int = 10) -> dict[str, float | int | str]:
-    """Whole-pipeline real-time factor on CPU with the offline models (models loaded first)."""
-    from whisperx_service.config import AsrSettings, Device, Settings
+def bench_rtf(minutes: int = 10, chunk_s: float | None = None) -> dict[str, float | int | str]:
+    """Whole-pipeline real-time factor on CPU with the offline models (models loaded first).
+
+    Args:
+        chunk_s: chunk length (s) with 30 s overlap; None = the default (500 MB: one chunk here).
+    """
+    from whisperx_service.config import AsrSettings, ChunkSettings, Device, Settings
     from whisperx_service.domain.jobs import JobOptions
     from whisperx_service.pipeline.runner import JobPaths, run_pipeline
     from whisperx_service.worker.models import ModelCache
 
-    settings = Settings(asr=AsrSettings(device=Device.cpu))
+    chunk = ChunkSettings() if chunk_s is None else ChunkSettings(bytes=int(chunk_s * 32_000), overlap_s=30.0)
+    settings = Settings(asr=AsrSettings(device=Device.cpu), chunk=chunk)
     cache = ModelCache(settings)
     cache.asr(), cache.diarizer()
     with tempfile.TemporaryDirectory(dir=REPO / "bench", prefix="work-") as tmp:
@@ -258,6 +277,7 @@ def bench_rtf(minutes: int = 10) -> dict[str, float | int | str]:
         "audio_s": tr.duration,
         "wall_s": round(wall, 1),
         "rtf": round(wall / tr.duration, 3),
+        "chunks": tr.chunks,
         "stage_s": tr.timings,
         "models": f"{tr.models.get('asr')} | {tr.models.get('align')} | {tr.models.get('diarize')}",
         "threads": os.cpu_count() or 0,
@@ -267,7 +287,7 @@ def bench_rtf(minutes: int = 10) -> dict[str, float | int | str]:
 def main() -> None:
     """Run the selected benchmarks and merge their numbers into bench/results.json."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", choices=["upload", "decode", "rtf"], action="append")
+    ap.add_argument("--only", choices=["upload", "decode", "rtf", "rtf_chunked"], action="append")
     ap.add_argument("--upload-bytes", type=int, default=2 * 1024 * MiB)
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = ap.parse_args()
@@ -286,6 +306,9 @@ def main() -> None:
     if not args.only or "rtf" in args.only:
         results["rtf"] = bench_rtf()
         print("rtf:", json.dumps(results["rtf"]))
+    if not args.only or "rtf_chunked" in args.only:
+        results["rtf_chunked"] = bench_rtf(chunk_s=150.0)
+        print("rtf_chunked:", json.dumps(results["rtf_chunked"]))
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -1,23 +1,23 @@
-"""ASR windows on an absolute time grid: a chunk groups its speech regions like the single pass."""
+"""ASR windows made once per file: VAD by fixed blocks, grouping on a grid, exact chunk slicing."""
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from whisperx.vads.vad import Vad
 
-from whisperx_service.pipeline.asr_windows import grid_windows, windows_on_grid
-
-
-class _Region:
-    def __init__(self, start: float, end: float) -> None:
-        self.start, self.end, self.speaker = start, end, "UNKNOWN"
-
-
-def _regions(spans: list[tuple[float, float]]) -> list[_Region]:
-    return [_Region(s, e) for s, e in spans]
-
+from whisperx_service.config import SAMPLE_RATE
+from whisperx_service.pipeline.asr_windows import (
+    chunk_windows,
+    grid_windows,
+    precomputed_windows,
+    speech_regions,
+)
+from whisperx_service.pipeline.audio import open_pcm
+from whisperx_service.pipeline.vad import OfflineSileroVad
 
 #: Speech regions of a 100 s file, in absolute seconds: 4-6 s of speech, 1-2 s pauses.
 SPANS = [(1.0, 6.0), (7.5, 12.0), (13.0, 18.5), (20.0, 25.0), (26.0, 31.5), (33.0, 38.0), (39.0, 44.0),
@@ -25,52 +25,113 @@ SPANS = [(1.0, 6.0), (7.5, 12.0), (13.0, 18.5), (20.0, 25.0), (26.0, 31.5), (33.
          (90.0, 95.5)]  # fmt: skip
 
 
-def _grid(spans: list[tuple[float, float]], origin: float, window: float = 30.0) -> list[list[tuple[float, float]]]:
-    merged = Vad.merge_chunks(_regions([(s - origin, e - origin) for s, e in spans]), window, 0.5, None)
-    out = grid_windows(merged, origin, window)
-    return [[(round(s + origin, 3), round(e + origin, 3)) for s, e in w["segments"]] for w in out]
-
-
 def test_windows_respect_the_grid_and_the_length() -> None:
-    windows = _grid(SPANS, 0.0)
-    assert [r for w in windows for r in w] == SPANS  # every region once, in order
+    windows = grid_windows(SPANS, 30.0)
+    assert [r for w in windows for r in w["segments"]] == SPANS  # every region once, in order
     for w in windows:
-        assert w[-1][1] - w[0][0] <= 30.0
-        assert len({int(s // 30) for s, _ in w}) == 1  # all regions start in one grid cell
-
-
-def test_a_chunk_gets_the_single_pass_windows_away_from_its_edges() -> None:
-    single = _grid(SPANS, 0.0)
-    origin = 19.5  # a chunk starting in the pause before the region at 20 s
-    chunk = _grid([r for r in SPANS if r[0] >= origin], origin)
-    inner = [w for w in single if w[0][0] >= 30.0]  # windows of cells the chunk holds whole
-    assert inner and all(w in chunk for w in inner)
-    # WhisperX's own greedy merge from the chunk's start gives other windows for the same cells.
-    greedy = [
-        [(round(s + origin, 3), round(e + origin, 3)) for s, e in w["segments"]]
-        for w in Vad.merge_chunks(_regions([(s - origin, e - origin) for s, e in SPANS if s >= origin]), 30, 0.5, None)
-    ]
-    assert not all(w in greedy for w in inner)
+        assert (w["start"], w["end"]) == (w["segments"][0][0], w["segments"][-1][1])
+        assert w["end"] - w["start"] <= 30.0
+        assert len({int(s // 30) for s, _ in w["segments"]}) == 1  # all regions start in one grid cell
+    # A window starts at the first region of every grid cell: a boundary sits near each grid line.
+    assert [w["start"] for w in windows] == [1.0, 26.0, 33.0, 64.0, 90.0]  # 26: 1-31.5 would pass 30 s
 
 
 def test_a_single_region_longer_than_the_window_is_kept_whole() -> None:
-    assert _grid([(0.0, 10.0), (11.0, 45.0)], 0.0) == [[(0.0, 10.0)], [(11.0, 45.0)]]
+    windows = grid_windows([(0.0, 10.0), (11.0, 45.0)], 30.0)
+    assert [w["segments"] for w in windows] == [[(0.0, 10.0)], [(11.0, 45.0)]]
 
 
 def test_bad_window() -> None:
     with pytest.raises(ValueError, match="window_s"):
-        grid_windows([], 0.0, 0.0)
+        grid_windows([], 0.0)
 
 
-def test_windows_on_grid_patches_one_pipeline_and_restores_it() -> None:
+def test_chunk_windows_slice_the_samples_a_single_pass_slices() -> None:
+    windows = grid_windows([(s + 0.123456, e + 0.0654321) for s, e in SPANS], 30.0)
+    origin_s = 19.0
+    local = chunk_windows(windows, 19.7, 70.2, origin_s)
+    origin = int(origin_s * SAMPLE_RATE)
+    whole = [w for w in windows if w["start"] >= 19.7 and w["end"] <= 70.2]
+    assert whole
+    for w in whole:
+        (mine,) = [x for x in local if abs(x["start"] + origin_s - w["start"]) < 1e-3]
+        # WhisperX slices int(t * 16000): the chunk's slice is the single pass's slice, to the sample.
+        assert int(mine["start"] * SAMPLE_RATE) + origin == int(w["start"] * SAMPLE_RATE)
+        assert int(mine["end"] * SAMPLE_RATE) + origin == int(w["end"] * SAMPLE_RATE)
+        assert len(mine["segments"]) == len(w["segments"])
+    # Windows cut by the chunk's edges keep only their part inside it.
+    assert min(x["start"] for x in local) + origin_s >= 19.7 - 1e-4
+    assert max(x["end"] for x in local) + origin_s <= 70.2 + 1e-4
+    assert chunk_windows(windows, 96.0, 100.0, 96.0) == []
+
+
+def test_precomputed_windows_swap_the_vad_for_the_block_only() -> None:
     class Pipe:
         def __init__(self) -> None:
-            self.vad_model: Any = Vad(0.5)
+            self.vad_model: Any = OfflineSileroVad()
 
-    pipe = Pipe()
-    regions = _regions(SPANS)
-    with windows_on_grid(pipe, 0.0, 30.0):
-        got = pipe.vad_model.merge_chunks(regions, 30.0, onset=0.5, offset=None)
-    assert [[tuple(r) for r in w["segments"]] for w in got] == _grid(SPANS, 0.0)
-    assert "merge_chunks" not in vars(pipe.vad_model)
-    assert pipe.vad_model.merge_chunks(regions, 30.0, 0.5, None) == Vad.merge_chunks(regions, 30.0, 0.5, None)
+    pipe, windows = Pipe(), grid_windows(SPANS, 30.0)
+    own = pipe.vad_model
+    with precomputed_windows(pipe, windows):
+        vad = pipe.vad_model
+        # What WhisperX's transcribe calls, in its order: no model runs, the windows come back.
+        assert vad({"waveform": vad.preprocess_audio(np.zeros(16_000, np.float32)), "sample_rate": 16_000}) is None
+        assert vad.merge_chunks(None, 30.0, onset=0.5, offset=None) is windows
+    assert pipe.vad_model is own
+
+
+# --------------------------------------------------------------------------- speech_regions (real VAD)
+
+
+def _speech(tmp_path: Path, parts: int = 6, gap_s: float = 1.5) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """espeak-ng sentences with `gap_s` of silence between: the int16 PCM and the true speech spans."""
+    from tests.speech import synth  # imports the ML stack: lazily
+
+    texts = ["The meeting starts at nine in the morning", "Please bring the signed contract with you",
+             "We will review the budget for the next quarter", "The train to the airport leaves at noon"]  # fmt: skip
+    pcm, spans, t = b"", [], 0.0
+    for i in range(parts):
+        data = synth(texts[i % len(texts)], "AB"[i % 2], tmp_path / f"{i}.wav")
+        spans.append((t, t + len(data) / 2 / SAMPLE_RATE))
+        pcm += data + b"\x00\x00" * int(gap_s * SAMPLE_RATE)
+        t = len(pcm) / 2 / SAMPLE_RATE
+    path = tmp_path / "audio.pcm"
+    path.write_bytes(pcm)
+    return open_pcm(path), spans
+
+
+def test_blocks_are_stitched_into_the_regions_of_one_pass(tmp_path: Path) -> None:
+    pcm, spans = _speech(tmp_path)
+    vad = OfflineSileroVad()
+    one = speech_regions(pcm, vad, chunk_size=30.0, onset=0.5, offset=None)
+    seen: list[float] = []
+    blocks = speech_regions(pcm, vad, chunk_size=30.0, onset=0.5, offset=None, block_s=7.0, context_s=3.0,
+                            progress=seen.append)  # fmt: skip
+    total = len(pcm) / SAMPLE_RATE
+    assert len(seen) == int(np.ceil(total / 7.0)) and seen[-1] == 100.0 and seen == sorted(seen)
+    for regions in (one, blocks):
+        assert all(s < e for s, e in regions) and all(a[1] <= b[0] for a, b in itertools.pairwise(regions))
+        # Every sentence is found, and no region lies in the silences between them.
+        for s, e in spans:
+            assert any(rs < e and re > s for rs, re in regions)
+        for rs, re in regions:
+            assert any(rs < e + 0.1 and re > s - 0.1 for s, e in spans)
+    # Away from the block edges (7 s apart) the stitched regions are the single pass's.
+    far = [r for r in one if all(abs(r[0] - 7 * k) > 3 and abs(r[1] - 7 * k) > 3 for k in range(1, 10))]
+    for s, e in far:
+        assert any(abs(s - bs) < 0.05 and abs(e - be) < 0.05 for bs, be in blocks), (s, e)
+
+
+def test_regions_do_not_depend_on_anything_but_the_file(tmp_path: Path) -> None:
+    pcm, _ = _speech(tmp_path, parts=3)
+    vad = OfflineSileroVad()
+    first = speech_regions(pcm, vad, chunk_size=30.0, onset=0.5, offset=None, block_s=5.0, context_s=2.0)
+    assert speech_regions(pcm, vad, chunk_size=30.0, onset=0.5, offset=None, block_s=5.0, context_s=2.0) == first
+    assert speech_regions(pcm[:0], vad, chunk_size=30.0, onset=0.5, offset=None) == []
+    silent = np.zeros(SAMPLE_RATE * 3, dtype=np.int16)
+    assert speech_regions(silent, vad, chunk_size=30.0, onset=0.5, offset=None) == []
+
+
+def test_bad_blocks_are_refused() -> None:
+    with pytest.raises(ValueError, match="block_s"):
+        speech_regions(np.zeros(10, np.int16), OfflineSileroVad(), chunk_size=30.0, onset=0.5, offset=None, block_s=0)

@@ -15,6 +15,7 @@ from whisperx_service.pipeline.merge import (
     merge_chunk_words,
     normalise_word,
     seam_cuts,
+    window_cuts,
 )
 
 #: A small vocabulary with repeats ("the", "we"), so pairing by text alone would be ambiguous.
@@ -109,15 +110,34 @@ def test_cut_is_the_common_pause_closest_to_the_midpoint() -> None:
     assert [x.word for x in merged] == ["one", "two", "three", "four"]
 
 
-def test_grid_seam_is_searched_around_the_asr_window_line() -> None:
-    a, b = chunk(0, 0, 36), chunk(1, 24, 60)  # overlap [24, 36], midpoint 30 ... then moved edges
-    a2, b2 = chunk(0, 0, 38), chunk(1, 22.5, 60)  # edges moved into silence: midpoint 30.25
-    words = [w("x", 26.0, 29.0), w("y", 30.2, 33.0)]  # pauses: [29, 30.2] and around
-    assert seam_cuts([(a, words), (b, words)], grid_s=30) == [30.0]
-    assert seam_cuts([(a2, words), (b2, words)]) == [30.2]  # plain midpoint 30.25: the pause edge nearest
-    assert seam_cuts([(a2, words), (b2, words)], grid_s=30) == [30.0]  # the grid line itself is in the pause
-    far = chunk(1, 31, 60)  # overlap [31, 38]: the grid line 30 is outside it, the midpoint rules
-    assert seam_cuts([(a2, words), (far, words)], grid_s=30) == seam_cuts([(a2, words), (far, words)])
+def test_window_cuts_fall_between_windows_each_chunk_holds_whole() -> None:
+    a, b, c = chunk(0, 0, 36), chunk(1, 24, 66), chunk(2, 54, 90)  # overlaps [24, 36] and [54, 66]
+    windows = [(0.5, 28.0), (29.0, 31.5), (32.5, 58.0), (60.5, 88.0)]
+    fallback = [30.0, 60.0]
+    # Seam 1: gaps 28-29 and 31.5-32.5 are both inside [24, 36]; 29.0-31.5's window is held whole
+    # by both chunks; the gap nearest the midpoint 30 wins. Seam 2: 58-60.5 is the only gap.
+    assert window_cuts([a, b, c], windows, fallback) == [28.5, 59.25]
+    # A window sticking out of the earlier chunk's end comes whole from the later chunk.
+    assert window_cuts([a, b], [(0.5, 28.0), (29.0, 37.0)], [30.0]) == [28.5]
+    # No usable gap in the overlap (one window covers it): the fallback cut stays.
+    assert window_cuts([a, b], [(0.5, 20.0), (21.0, 50.0)], [30.0]) == [30.0]
+    # A gap wider than the overlap: the cut is clamped into the overlap's middle.
+    assert window_cuts([a, b], [(0.5, 10.0), (50.0, 60.0)], [30.0]) == [30.0]
+    with pytest.raises(ValueError, match="fallback"):
+        window_cuts([a, b], windows, [])
+
+
+def test_merge_at_a_window_cut_keeps_each_window_from_one_chunk() -> None:
+    a, b = chunk(0, 0, 36), chunk(1, 24, 66)
+    # Chunk b decoded the window [25, 31] from its clipped start, and got a word wrong; chunk a holds
+    # that window whole. A gap between windows at [31, 32.5].
+    words_a = [w("one", 25.5, 26.0), w("two", 27.0, 27.5), w("three", 30.0, 30.8), w("four", 33.0, 33.4)]
+    words_b = [w("won", 25.5, 26.0), w("two", 27.0, 27.5), w("three", 30.0, 30.8), w("four", 33.0, 33.4),
+               w("five", 40.0, 40.5)]  # fmt: skip
+    parts = [(a, words_a), (b, words_b)]
+    cuts = window_cuts([a, b], [(25.0, 31.0), (32.5, 58.0)], seam_cuts(parts))
+    assert cuts == [31.75]
+    assert [x.word for x in merge_chunk_words(parts, cuts=cuts)] == ["one", "two", "three", "four", "five"]
 
 
 def continuous(offset: float, start: float, end: float, step: float = 0.5) -> list[Word]:

@@ -6,6 +6,13 @@ overlap `[chunk[k+1].start_s, chunk[k].end_s]`, so both may have transcribed the
 
 The rule, for each seam:
 
+0. **At an ASR window boundary** (`window_cuts`). The job decodes ASR windows made once for the
+   whole file (`pipeline.asr_windows`), and a chunk decodes a window it holds whole from exactly
+   the audio a single pass would. So the cut goes into the gap between two windows, the earlier
+   held whole by the earlier chunk and the later by the later one, the gap closest to the overlap
+   midpoint: then every kept word comes from a whole window, as in one pass over the file. The
+   plan centres each overlap on a line of the windows' grid, so such a gap is normally there;
+   where none is (one window covers the whole overlap), rule 1 decides.
 1. **Cut time** (`seam_cuts`). The cut t is a time in the middle half of the overlap, centred on
    its midpoint m, where no word of either chunk is being spoken (a pause both chunks agree on;
    a point where one word ends and the next starts counts too), the one closest to m, the
@@ -35,7 +42,8 @@ The rule, for each seam:
    at t; a turn left empty is dropped and two turns of one speaker that meet at t are joined.
    Labels must already be global (`pipeline.speakers.link_speakers`).
 
-Use the same cuts for words and turns: `cuts = seam_cuts(word_parts)`, then pass `cuts=cuts`.
+Use the same cuts for words and turns: `cuts = window_cuts(chunks, windows, seam_cuts(word_parts))`, then
+pass `cuts=cuts`.
 """
 
 from __future__ import annotations
@@ -113,14 +121,11 @@ def _best_pause(busy: list[tuple[float, float]], lo: float, hi: float, m: float)
     return best
 
 
-def seam_cuts(parts: WordParts, grid_s: float | None = None) -> list[float]:
+def seam_cuts(parts: WordParts) -> list[float]:
     """The cut time (seconds) of each seam between consecutive chunks, by rule 1 of the module.
 
     Args:
         parts: `(chunk, words)` per chunk in time order; words with absolute times in seconds.
-        grid_s: the ASR window grid (s) the plan centred its overlaps on (`plan_chunks(grid_s=)`):
-            the search is centred on the multiple of `grid_s` nearest each overlap midpoint when
-            it lies inside the overlap (the midpoint itself otherwise).
 
     Returns:
         `len(parts) - 1` cut times, strictly increasing; cut k lies in the overlap of chunks k and
@@ -133,11 +138,6 @@ def seam_cuts(parts: WordParts, grid_s: float | None = None) -> list[float]:
     chunks = [c for c, _ in parts]
     _check_chunks(chunks)
     mids = [_midpoint(a, b) for a, b in pairwise(chunks)]
-    if grid_s:
-        snapped = [round(m / grid_s) * grid_s for m in mids]
-        mids = [
-            g if b.start_s < g < a.end_s else m for g, m, (a, b) in zip(snapped, mids, pairwise(chunks), strict=True)
-        ]
     if any(b <= a for a, b in pairwise(mids)):
         raise ValueError("overlap midpoints do not increase: a chunk is shorter than its two overlaps")
     cuts: list[float] = []
@@ -165,6 +165,43 @@ def seam_cuts(parts: WordParts, grid_s: float | None = None) -> list[float]:
         if t is None or (cuts and t <= cuts[-1]):
             t = m if not cuts or m > cuts[-1] else mids[k]
         cuts.append(t)
+    return cuts
+
+
+def window_cuts(
+    chunks: Sequence[Chunk], windows: Sequence[tuple[float, float]], fallback: Sequence[float]
+) -> list[float]:
+    """Seam cuts at ASR window boundaries (rule 0 of the module), `fallback` where there is none.
+
+    Args:
+        chunks: the chunks in time order.
+        windows: `(start_s, end_s)` of the file's ASR windows in time order, absolute seconds
+            (`pipeline.asr_windows.grid_windows`); disjoint.
+        fallback: one cut per seam (`seam_cuts`), used for a seam with no usable boundary.
+
+    Returns:
+        `len(chunks) - 1` strictly increasing cut times (s). Cut k is the middle of a gap between
+        two consecutive windows, the earlier held whole by chunk k and the later by chunk k+1,
+        clamped to their overlap; of several such gaps, the one closest to the overlap midpoint.
+
+    Raises:
+        ValueError: chunks out of time order, or `fallback` of the wrong length.
+    """
+    _check_chunks(chunks)
+    if len(fallback) != max(len(chunks) - 1, 0):
+        raise ValueError(f"expected {max(len(chunks) - 1, 0)} fallback cuts for {len(chunks)} chunks")
+    cuts: list[float] = []
+    for k, (a, b) in enumerate(pairwise(chunks)):
+        m = _midpoint(a, b)
+        best: float | None = None
+        for (s0, e0), (s1, e1) in pairwise(windows):
+            if s1 < b.start_s or e1 > b.end_s or s0 < a.start_s or e0 > a.end_s:
+                continue
+            t = (max(e0, b.start_s) + min(s1, a.end_s)) / 2.0
+            if best is None or abs(t - m) < abs(best - m):
+                best = t
+        cut = fallback[k] if best is None or (cuts and best <= cuts[-1]) else best
+        cuts.append(cut)
     return cuts
 
 

@@ -5,11 +5,13 @@ working directory and a progress callback, and returns a `Transcript`.
 
 Long audio (DESIGN.md section 5): ffmpeg decodes once to 16 kHz PCM on disk (`work/audio.pcm`);
 the plan cuts it into overlapping chunks of at most `CHUNK_BYTES` (in silences where the VAD
-finds one near a cut); each chunk is read from the memory-mapped file, transcribed, aligned and
-diarized, and its result is checkpointed atomically (`chunks/<n>.json`). A rerun of the same job
-(after a crash) reuses the decoded audio, the plan and every finished chunk, so a finished chunk
-is never computed twice. Finally the chunks are merged at the overlap midpoints and speakers are
-linked across chunks by their embeddings, so one person keeps one label for the whole file.
+finds one near a cut) and fixes the ASR windows of the whole file (`asr_windows`: the VAD runs
+once, over fixed blocks); each chunk is read from the memory-mapped file, its windows are
+transcribed, aligned and the chunk diarized, and its result is checkpointed atomically
+(`chunks/<n>.json`). A rerun of the same job (after a crash) reuses the decoded audio, the plan
+and every finished chunk, so a finished chunk is never computed twice. Finally the chunks are
+merged between two ASR windows near each overlap's midpoint (`merge`) and speakers are linked
+across chunks by their embeddings, so one person keeps one label for the whole file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,11 +32,17 @@ from whisperx_service.domain.jobs import JobOptions, Stage
 from whisperx_service.domain.transcript import SpeakerTurn, Transcript, Word
 from whisperx_service.errors import PipelineError
 from whisperx_service.pipeline import words as wordops
-from whisperx_service.pipeline.asr_windows import windows_on_grid
+from whisperx_service.pipeline.asr_windows import (
+    Window,
+    chunk_windows,
+    grid_windows,
+    precomputed_windows,
+    speech_regions,
+)
 from whisperx_service.pipeline.audio import DecodedAudio, decode_to_pcm, open_pcm, read_window
 from whisperx_service.pipeline.chunks import Chunk, plan_chunks, silence_finder
 from whisperx_service.pipeline.language import speech_blocks, vote, whisper_detector
-from whisperx_service.pipeline.merge import merge_chunk_turns, merge_chunk_words, seam_cuts
+from whisperx_service.pipeline.merge import merge_chunk_turns, merge_chunk_words, seam_cuts, window_cuts
 from whisperx_service.pipeline.speakers import link_speakers
 from whisperx_service.storage.local import atomic_write_json
 
@@ -142,18 +150,20 @@ def transcribe(
     options: JobOptions,
     settings: Settings,
     progress: Callable[[float], None],
-    origin_s: float = 0.0,
+    windows: list[Window] | None = None,
 ) -> list[dict[str, Any]]:
-    """VAD + faster-whisper over float32 16 kHz `audio` (shape (n,)) in a known language.
+    """faster-whisper over float32 16 kHz `audio` (shape (n,)) in a known language.
 
-    `origin_s` is the absolute time (s) of `audio`'s first sample in the job's file: the VAD
-    regions are grouped into ASR windows on a grid fixed in absolute time (`asr_windows`), so a
-    chunk decodes the same windows as a single pass over the file would.
+    Args:
+        windows: the ASR windows to decode, in seconds from the start of `audio`
+            (`asr_windows.chunk_windows` of the job's plan); None = WhisperX's own VAD and grouping.
 
     Returns:
-        Segments as WhisperX dicts `{start, end, text}` in seconds from the start of `audio`.
+        Segments as WhisperX dicts `{start, end, text}` (one per window) in seconds from the
+        start of `audio`.
     """
-    with _job_asr_options(asr, options), windows_on_grid(asr, origin_s, settings.asr.window_s):
+    own = nullcontext() if windows is None else precomputed_windows(asr, windows)
+    with _job_asr_options(asr, options), own:
         out = asr.transcribe(
             audio,
             batch_size=settings.asr.batch_size,
@@ -232,6 +242,7 @@ def _words_of(segments: list[dict[str, Any]], offset_s: float, end_s: float) -> 
 def process_chunk(
     chunk: Chunk,
     pcm: np.ndarray,
+    windows: list[Window],
     language: str,
     options: JobOptions,
     models: ModelProvider,
@@ -240,20 +251,24 @@ def process_chunk(
 ) -> ChunkResult:
     """Transcribe, align and diarize one chunk (read from the memory-mapped PCM).
 
+    Args:
+        windows: the job's ASR windows (absolute seconds, `Plan.windows`); the chunk decodes
+            those it holds, clipped to its edges.
+
     Returns:
         The chunk's words (absolute seconds, speakers by the chunk's own labels), turns and
         per-speaker embeddings.
     """
     timings: dict[str, float] = {}
-    # The models read the chunk from the whole second at or before its start: the VAD slides its
-    # 10 s windows in 1 s steps from the start of its input, so on a whole-second origin they
-    # line up with a single pass's, and speech regions (hence ASR windows) come out the same.
+    # The models read the chunk from the whole second at or before its start (a whole number of
+    # samples, so window and word times convert between chunk and file time exactly).
     origin = float(math.floor(chunk.start_s))
     audio = read_window(pcm, origin, chunk.end_s)
     t = time.perf_counter()
     progress(Stage.transcribe, 0.0)
+    own = chunk_windows(windows, chunk.start_s, chunk.end_s, origin)
     segments = transcribe(
-        models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), origin
+        models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), own
     )
     timings["transcribe"] = time.perf_counter() - t
     if options.align and segments:
@@ -293,26 +308,92 @@ def _decode(source: Path, paths: JobPaths, settings: Settings, progress: Progres
     return decoded
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a job fixes once, before its first chunk (`chunks/plan.json`), so a rerun cuts the same.
+
+    chunks: the chunk windows. windows: the ASR windows of the whole file (absolute seconds,
+    `asr_windows.grid_windows`). language / language_probability: the job's language (the
+    probability only when it was detected).
+    """
+
+    chunks: list[Chunk]
+    windows: list[Window]
+    language: str
+    language_probability: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the `plan.json` format)."""
+        return {
+            "chunks": [c.to_dict() for c in self.chunks],
+            "windows": [[w["start"], w["end"], [list(r) for r in w["segments"]]] for w in self.windows],
+            "language": self.language,
+            "language_probability": self.language_probability,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Plan:
+        """Inverse of `to_json`."""
+        return cls(
+            chunks=[Chunk.from_dict(c) for c in d["chunks"]],
+            windows=[{"start": s, "end": e, "segments": [tuple(r) for r in regs]} for s, e, regs in d["windows"]],
+            language=d["language"],
+            language_probability=d.get("language_probability"),
+        )
+
+
+def asr_windows_of(pcm: np.ndarray, asr: Any, settings: Settings, progress: Callable[[float], None]) -> list[Window]:
+    """The ASR windows of the whole file: the pipeline's VAD over fixed blocks, grouped on the grid.
+
+    Args:
+        pcm: int16 16 kHz samples, shape (n,).
+        asr: the loaded WhisperX pipeline (its `vad_model` and VAD thresholds are used).
+        progress: 0-100 as the VAD advances.
+    """
+    regions = speech_regions(
+        pcm,
+        asr.vad_model,
+        chunk_size=settings.asr.window_s,
+        onset=asr._vad_params["vad_onset"],
+        offset=asr._vad_params["vad_offset"],
+        progress=progress,
+    )
+    return grid_windows(regions, settings.asr.window_s)
+
+
 def _plan(
-    pcm: np.ndarray, paths: JobPaths, options: JobOptions, models: ModelProvider, settings: Settings
-) -> tuple[list[Chunk], str, float | None]:
-    """The chunk plan and the language: read back from `plan.json`, or made and saved once."""
+    pcm: np.ndarray,
+    paths: JobPaths,
+    options: JobOptions,
+    models: ModelProvider,
+    settings: Settings,
+    progress: ProgressFn,
+) -> Plan:
+    """The job's plan: read back from `plan.json`, or made and saved once (atomically).
+
+    The VAD pass over the file reports as the start of the first chunk's transcription.
+    """
     if paths.plan.exists():
         d = json.loads(paths.plan.read_text())
-        return [Chunk.from_dict(c) for c in d["chunks"]], d["language"], d.get("language_probability")
-    chunks = plan_chunks(
-        len(pcm),
-        chunk_bytes=settings.chunk.bytes,
-        overlap_s=settings.chunk.overlap_s,
-        find_silence=silence_finder(pcm),
-        grid_s=settings.asr.window_s,
-    )
-    language, probability = choose_language(pcm, options, models, settings)
-    atomic_write_json(
-        paths.plan,
-        {"chunks": [c.to_dict() for c in chunks], "language": language, "language_probability": probability},
-    )
-    return chunks, language, probability
+        if "windows" in d:
+            return Plan.from_json(d)
+        # Written by a version that ran the VAD per chunk: keep its chunks and language (its
+        # checkpoints refer to them) and add the windows.
+        chunks = [Chunk.from_dict(c) for c in d["chunks"]]
+        language, probability = d["language"], d.get("language_probability")
+    else:
+        chunks = plan_chunks(
+            len(pcm),
+            chunk_bytes=settings.chunk.bytes,
+            overlap_s=settings.chunk.overlap_s,
+            find_silence=silence_finder(pcm),
+            grid_s=settings.asr.window_s,
+        )
+        language, probability = choose_language(pcm, options, models, settings)
+    windows = asr_windows_of(pcm, models.asr(), settings, lambda p: progress(Stage.transcribe, 0.0, 0, len(chunks)))
+    plan = Plan(chunks, windows, language, probability)
+    atomic_write_json(paths.plan, plan.to_json())
+    return plan
 
 
 def choose_language(
@@ -382,7 +463,8 @@ def run_pipeline(
         on_decoded(decoded.duration_s)
     pcm = open_pcm(decoded.path)
     paths.chunks.mkdir(parents=True, exist_ok=True)
-    chunks, language, probability = _plan(pcm, paths, options, models, settings)
+    plan = _plan(pcm, paths, options, models, settings, progress)
+    chunks, language, probability = plan.chunks, plan.language, plan.language_probability
 
     results: list[ChunkResult] = []
     for chunk in chunks:
@@ -395,7 +477,7 @@ def run_pipeline(
             def chunk_progress(stage: Stage, pct: float, _i: int = chunk.index) -> None:
                 progress(stage, pct, _i, len(chunks))
 
-            result = process_chunk(chunk, pcm, language, options, models, settings, chunk_progress)
+            result = process_chunk(chunk, pcm, plan.windows, language, options, models, settings, chunk_progress)
             result.attempt = attempt
             atomic_write_json(ckpt, result.to_json())
             reused = False
@@ -407,7 +489,7 @@ def run_pipeline(
 
     t = time.perf_counter()
     progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))
-    words, turns = merge_results(results, options, settings.chunk.link_threshold, settings.asr.window_s)
+    words, turns = merge_results(results, options, settings.chunk.link_threshold, plan.windows)
     segments = wordops.build_segments(words, word_sep=wordops.word_separator(language))
     timings["merge"] = time.perf_counter() - t
     used = models.describe(language)
@@ -430,11 +512,13 @@ def run_pipeline(
 
 
 def merge_results(
-    results: list[ChunkResult], options: JobOptions, link_threshold: float, grid_s: float | None = None
+    results: list[ChunkResult], options: JobOptions, link_threshold: float, windows: list[Window] | None = None
 ) -> tuple[list[Word], list[SpeakerTurn]]:
     """Merge chunk results: one speaker label per person across chunks, no word lost or doubled.
 
-    `grid_s` is the ASR window grid (s) the plan centred its overlaps on; seams are cut near it.
+    `windows` are the job's ASR windows (absolute seconds): seams are cut between two windows
+    the chunks hold whole (`merge.window_cuts`); without them, or where there is no such gap,
+    at a pause near the overlap's midpoint (`merge.seam_cuts`).
 
     Returns:
         (words in time order with global speakers, turns with global speakers), labels
@@ -453,7 +537,9 @@ def merge_results(
         (r.chunk, [t.model_copy(update={"speaker": m.get(t.speaker, t.speaker)}) for t in r.turns])
         for r, m in zip(results, mappings, strict=True)
     ]
-    cuts = seam_cuts(parts_w, grid_s)  # words and turns are cut at the same instants
+    cuts = seam_cuts(parts_w)  # words and turns are cut at the same instants
+    if windows:
+        cuts = window_cuts([r.chunk for r in results], [(w["start"], w["end"]) for w in windows], cuts)
     words = merge_chunk_words(parts_w, cuts=cuts)
     turns = sorted(merge_chunk_turns(parts_t, cuts=cuts), key=lambda x: (x.start, x.end))
     turns, relabel = wordops.relabel_speakers(turns)
