@@ -55,13 +55,16 @@ FAST = {"diarize": False, "align": False}
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`long`: ~35 s of speech (>= 3 chunks); `short`: one sentence; `poison`: a short file named poison.wav."""
+    """`long`: ~35 s of speech (>= 3 chunks); `longer`: ~2 min (>= 7 chunks, several seconds of work
+    left after chunk 1 even without alignment and diarization); `short`: one sentence; `poison`: a
+    short file named poison.wav."""
     d = tmp_path_factory.mktemp("audio")
     long_wav, _ = make_conversation(d / "long", long_script(6, seed=5))
+    longer_wav, _ = make_conversation(d / "longer", long_script(20, seed=6))
     short_wav, _ = make_conversation(d / "short", long_script(1, seed=11))
     poison = d / "poison.wav"
     poison.write_bytes(short_wav.read_bytes())
-    return {"long": long_wav, "short": short_wav, "poison": poison}
+    return {"long": long_wav, "longer": longer_wav, "short": short_wav, "poison": poison}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +171,7 @@ def test_redelivered_copy_does_no_model_work(short_visibility: Service, audio: d
     """Redis redelivers the running job's task to the other worker every ~5 s; the lease refuses it."""
     svc = short_visibility
     t0 = time.monotonic()
-    job = svc.submit(audio["long"], **FAST)["id"]
+    job = svc.submit(audio["longer"], **FAST)["id"]
     final = svc.wait(job, 400)
     took = time.monotonic() - t0
     assert final["status"] == "succeeded", final
@@ -221,7 +224,7 @@ def test_sigterm_hands_running_job_back(graceful: Service, audio: dict[str, Path
     worker claims it at once (long before the lease would run out), resumes from the checkpoints."""
     svc = graceful
     worker = _alive_worker(svc)
-    job = svc.submit(audio["long"], **FAST)["id"]
+    job = svc.submit(audio["longer"], **FAST)["id"]
     watcher = StatusWatcher(svc, job)
     watcher.start()
     wait_until(lambda: chunk_done(svc, job, 1), 300, "chunk 1 checkpointed")
