@@ -7,6 +7,7 @@ synthetic two-voice espeak-ng conversation with exact turn times. Each job runs 
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,9 @@ def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> No
     assert st["error"]["code"] == "audio_decode_failed"
     job_dir = service.storage / "jobs" / job["id"]
     leftovers = sorted(p.name for p in job_dir.iterdir())
-    assert leftovers == ["job.json", "source"], leftovers
+    assert leftovers == ["final.json", "job.json", "source"], leftovers  # no work/ (decoded audio) left
+    final = json.loads((job_dir / "final.json").read_text())
+    assert (final["status"], final["error_code"]) == ("failed", "audio_decode_failed")
     assert service.result(job["id"]).status_code == 409
     ev = service.events(job["id"])
     assert ev[-1].event == "failed" and ev[-1].data["code"] == "audio_decode_failed"
