@@ -7,7 +7,7 @@ Targets (issue 2): RSS growth <= 64 MiB; throughput >= 70 % of dd.
 
 decode: a 2-hour MP3 (pyannote's sample call looped) decoded by the worker's ffmpeg step to PCM on
 disk, cut into a chunk plan (silence search included) and given its ASR windows (the pipeline's
-VAD over the whole file in 10-minute blocks), in a fresh process with the ASR pipeline loaded
+VAD over the whole file in 5-minute blocks), in a fresh process with the ASR pipeline loaded
 first: peak RSS beyond the process's baseline with the models loaded, ffmpeg's own peak RSS, and
 decode speed as x real time. Targets (issue 3): RSS under 300 MB beyond the models; decode >= 100x
 real time.

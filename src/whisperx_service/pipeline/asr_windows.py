@@ -40,8 +40,9 @@ from whisperx.vads.vad import Vad
 from whisperx_service.config import SAMPLE_RATE
 from whisperx_service.pipeline.audio import read_window
 
-#: Absolute block length (s) the VAD runs on: 10 min of float32 audio is 38 MB, whatever the file's length.
-VAD_BLOCK_S = 600.0
+#: Absolute block length (s) the VAD runs on, whatever the file's length. 5 min: 19 MB of float32,
+#: and with pyannote the VAD pass's peak RSS growth measured 165 MB (10 min: 219 MB), at the same speed.
+VAD_BLOCK_S = 300.0
 #: Seconds of audio read before and after each block, so regions near a block's edges see the same
 #: context as anywhere else (pyannote's segmentation window is 10 s; Silero's state settles in < 1 s).
 VAD_CONTEXT_S = 30.0

@@ -176,7 +176,7 @@ def load_asr(settings: Settings, language: str | None = None) -> FasterWhisperPi
 
         vad_model = OfflineSileroVad()
     try:
-        return whisperx.load_model(
+        pipeline = whisperx.load_model(
             name,
             device,
             compute_type=compute_type,
@@ -188,6 +188,27 @@ def load_asr(settings: Settings, language: str | None = None) -> FasterWhisperPi
         )
     except Exception as exc:
         raise ModelLoadFailed(f"cannot load the {settings.asr.vad_method.value} VAD for {name!r}: {exc}") from exc
+    if device == "cpu":
+        _set_vad_batch_size(pipeline, CPU_VAD_BATCH_SIZE)
+    return pipeline
+
+
+#: Sliding windows per batch of the pyannote VAD on CPU (pyannote's default is 32). Measured here
+#: (20 min of audio, 300 s blocks): 8 is as fast as 32 on 2 cores and takes ~100 MB less working
+#: memory (each 10 s window's SincNet activations are ~17 MB of float32).
+CPU_VAD_BATCH_SIZE = 8
+
+
+def _set_vad_batch_size(pipeline: Any, batch_size: int) -> None:
+    """Set the batch size of WhisperX's pyannote VAD inference, where it has one.
+
+    WhisperX builds pyannote's `VoiceActivityDetection` pipeline without passing inference options,
+    so the pyannote `Inference` it holds is reached through its attributes; a VAD of another shape
+    (Silero) is left as it is.
+    """
+    inference = getattr(getattr(pipeline.vad_model, "vad_pipeline", None), "_segmentation", None)
+    if inference is not None and hasattr(inference, "batch_size"):
+        inference.batch_size = batch_size
 
 
 def default_align_model(language: str) -> str | None:

@@ -463,7 +463,9 @@ def run_pipeline(
         on_decoded(decoded.duration_s)
     pcm = open_pcm(decoded.path)
     paths.chunks.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
     plan = _plan(pcm, paths, options, models, settings, progress)
+    timings["plan"] = time.perf_counter() - t  # chunk plan, language, VAD over the file (ASR windows)
     chunks, language, probability = plan.chunks, plan.language, plan.language_probability
 
     results: list[ChunkResult] = []
