@@ -187,8 +187,6 @@ from pathlib import Path
 from whisperx_service.config import AsrSettings, Device, Settings
 from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm
 from whisperx_service.pipeline.chunks import plan_chunks, silence_finder
-from whisperx_service.pipeline.runner import asr_windows_of
-from whisperx_service.worker.models import ModelCache
 def rss_mib():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 peak = [rss_mib()]
@@ -198,7 +196,7 @@ def sample():  # ru_maxrss is not used: Linux carries it over from the parent th
         time.sleep(0.01)
 threading.Thread(target=sample, daemon=True).start()
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
-# Phase 1, before any model is loaded (so ffmpeg's own ru_maxrss is not the parent's, carried over).
+# Phase 1, before the ML stack is imported (so ffmpeg's ru_maxrss is its own, not the parent's).
 base0 = peak[0] = rss_mib()
 t = time.perf_counter()
 d = decode_to_pcm(src, dst, max_duration_s=4 * 3600)
@@ -212,6 +210,8 @@ plan_s = time.perf_counter() - t
 time.sleep(0.05)
 growth0 = peak[0] - base0
 # Phase 2: the ASR pipeline loaded, then the VAD pass over the whole file (the ASR windows).
+from whisperx_service.pipeline.runner import asr_windows_of  # the ML stack: only now
+from whisperx_service.worker.models import ModelCache
 settings = Settings(asr=AsrSettings(device=Device.cpu))
 asr = ModelCache(settings).asr()
 base1 = peak[0] = rss_mib()
