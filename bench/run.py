@@ -185,8 +185,8 @@ _DECODE_CHILD = """
 import json, resource, sys, threading, time
 from pathlib import Path
 from whisperx_service.config import AsrSettings, Device, Settings
-from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm
-from whisperx_service.pipeline.chunks import plan_chunks, silence_finder
+from whisperx_service.pipeline.audio.pcm import decode_to_pcm, open_pcm
+from whisperx_service.pipeline.audio.chunks import plan_chunks, silence_finder
 def rss_mib():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 peak = [rss_mib()]
@@ -266,7 +266,8 @@ def bench_rtf(minutes: int = 10, chunk_s: float | None = None) -> dict[str, floa
     """
     from whisperx_service.config import AsrSettings, ChunkSettings, Device, Settings
     from whisperx_service.domain.jobs import JobOptions
-    from whisperx_service.pipeline.runner import JobPaths, run_pipeline
+    from whisperx_service.pipeline.plan import JobPaths
+    from whisperx_service.pipeline.runner import run_pipeline
     from whisperx_service.worker.models import ModelCache
 
     chunk = ChunkSettings() if chunk_s is None else ChunkSettings(bytes=int(chunk_s * 32_000), overlap_s=30.0)

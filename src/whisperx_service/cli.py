@@ -46,7 +46,7 @@ def models() -> None:
 )
 def prepare_command(models_dir: Path | None, test_models: bool) -> None:
     """Build the offline bundle (diarization pipeline, NLTK data, test models); skips complete parts."""
-    from whisperx_service.pipeline import prepare
+    from whisperx_service.pipeline.models import prepare
 
     target = models_dir if models_dir is not None else get_settings().models.dir
     try:
@@ -76,7 +76,7 @@ def prepare_command(models_dir: Path | None, test_models: bool) -> None:
 )
 def download_command(languages: tuple[str, ...], asr_model: str | None, timeout_s: float) -> None:
     """Fetch the Whisper model, wav2vec2 aligners and pyannote pipeline (needs internet, HF_TOKEN)."""
-    from whisperx_service.pipeline import prepare
+    from whisperx_service.pipeline.models import prepare
 
     settings = get_settings()
     langs = languages or ((settings.asr.language,) if settings.asr.language else ("en",))
@@ -118,7 +118,7 @@ def worker_command(loglevel: str | None) -> None:
     SIGTERM is a graceful shutdown: no new job is taken; the running job finishes within
     WORKER_SOFT_SHUTDOWN_S seconds or is handed back to another worker (resumed from its chunks).
     """
-    from whisperx_service.pipeline.loaders import ensure_runtime_env
+    from whisperx_service.pipeline.models.loaders import ensure_runtime_env
 
     # Before billiard is imported (it reads this once): SIGTERM -> Celery's cold shutdown with the
     # soft window (worker_soft_shutdown_timeout), and pool processes ignore a SIGTERM sent to the

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line (or readable console lines), the job id on every line.
+"""Structured logs (one JSON object per line, or readable console lines, the job id on every line) and Sentry.
 
 `configure_logging(settings)` routes both structlog and the standard `logging` module (uvicorn,
 celery, redis) through the same processors, so every line has the same shape. Code binds the job
@@ -67,3 +67,25 @@ def get_logger(name: str) -> FilteringBoundLogger:
     """A structlog logger named `name` (bound context vars such as job_id are merged in)."""
     logger: FilteringBoundLogger = structlog.get_logger(name)
     return logger
+
+
+def init_sentry(settings: Settings, *, celery: bool = False) -> bool:
+    """Send errors to Sentry when SENTRY_DSN is set (gateway and worker alike).
+
+    Args:
+        celery: also install Sentry's Celery integration (in the worker).
+    Returns:
+        True if Sentry was initialised.
+    """
+    obs = settings.observability
+    if not obs.sentry_dsn:
+        return False
+    import sentry_sdk
+
+    integrations: list[Any] = []
+    if celery:
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
+        integrations.append(CeleryIntegration())
+    sentry_sdk.init(dsn=obs.sentry_dsn, environment=obs.sentry_environment, integrations=integrations)
+    return True

@@ -18,10 +18,12 @@ import redis
 from tests.api.conftest import Gateway, wait_until
 from whisperx_service.domain.jobs import JobOptions, JobStatus, Stage
 from whisperx_service.storage.local import Storage
-from whisperx_service.store import jobs as jobs_module
-from whisperx_service.store.jobs import JobStore, Renewal, encode_cursor
+from whisperx_service.store import async_jobs as jobs_module
+from whisperx_service.store.cursor import encode_cursor
+from whisperx_service.store.jobs import JobStore, Renewal
 from whisperx_service.store.keys import Keys
-from whisperx_service.worker.tasks import JobCancelled, LeaseKeeper, ProgressPublisher
+from whisperx_service.worker.lease import LeaseKeeper
+from whisperx_service.worker.progress import JobCancelled, ProgressPublisher
 
 KEYS = Keys()
 

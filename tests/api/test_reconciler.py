@@ -25,15 +25,16 @@ from celery import Celery
 
 from tests.api.conftest import Gateway, serve, wav_bytes
 from tests.api.test_results import TRANSCRIPT
-from whisperx_service.api.reconciler import Sweep, sweep
-from whisperx_service.api.retention import Retention, sweep_retention
+from whisperx_service.broker.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperx_service.config import ApiSettings, RetentionSettings, Settings
 from whisperx_service.domain.jobs import JobStatus
+from whisperx_service.maintenance.reconciler import Sweep, sweep
+from whisperx_service.maintenance.retention import Retention, sweep_retention
 from whisperx_service.storage.local import Storage, atomic_write_json
-from whisperx_service.store.jobs import AsyncJobStore, JobStore
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.keys import Keys
 from whisperx_service.worker import tasks as worker_tasks
-from whisperx_service.worker.celery_app import TRANSCRIBE_TASK, make_celery
 
 pytestmark = pytest.mark.timeout(120)
 

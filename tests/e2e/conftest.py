@@ -36,7 +36,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The offline model bundle, prepared (idempotently) once per session."""
-    from whisperx_service.pipeline.prepare import prepare_models
+    from whisperx_service.pipeline.models.prepare import prepare_models
 
     prepare_models(MODELS_DIR)
     return MODELS_DIR

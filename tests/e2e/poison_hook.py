@@ -18,10 +18,10 @@ import redis
 from celery import Task
 from celery.signals import task_prerun
 
+from whisperx_service.broker.celery_app import TRANSCRIBE_TASK
 from whisperx_service.config import Settings
 from whisperx_service.store.keys import Keys
-from whisperx_service.worker.celery_app import TRANSCRIBE_TASK
-from whisperx_service.worker.tasks import worker_name
+from whisperx_service.worker.runtime import worker_name
 
 #: A job whose file name contains this kills its worker.
 MARK = "poison"

@@ -9,9 +9,9 @@ messages in the shared Redis database; the sweep runs every second.
 
 from __future__ import annotations
 
+from whisperx_service.broker.celery_app import make_celery
 from whisperx_service.config import get_settings
-from whisperx_service.pipeline.loaders import ensure_runtime_env
-from whisperx_service.worker.celery_app import make_celery
+from whisperx_service.pipeline.models.loaders import ensure_runtime_env
 
 #: Seconds after which Redis redelivers an unacknowledged task.
 VISIBILITY_TIMEOUT_S = 5

@@ -21,8 +21,10 @@ from tests.speech import Turn, long_script, make_conversation
 from whisperx_service.config import AsrSettings, ChunkSettings, Device, ModelsSettings, Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
 from whisperx_service.domain.transcript import Transcript
-from whisperx_service.pipeline.language import speech_blocks, vote
-from whisperx_service.pipeline.runner import ChunkResult, JobPaths, run_pipeline
+from whisperx_service.pipeline.audio.language import speech_blocks, vote
+from whisperx_service.pipeline.plan import JobPaths
+from whisperx_service.pipeline.runner import run_pipeline
+from whisperx_service.pipeline.stages.chunk import ChunkResult
 from whisperx_service.worker.models import ModelCache
 
 pytestmark = pytest.mark.e2e

@@ -20,8 +20,8 @@ from whisperx_service.config import (
     Settings,
 )
 from whisperx_service.errors import ModelLoadFailed
-from whisperx_service.pipeline import loaders
-from whisperx_service.pipeline.align_whisper import align_with_whisper
+from whisperx_service.pipeline.models import loaders
+from whisperx_service.pipeline.stages.align_whisper import align_with_whisper
 
 pytestmark = pytest.mark.e2e
 SR = 16_000
@@ -120,7 +120,7 @@ def test_whisper_alignment_edge_cases(asr: Any, audio: np.ndarray) -> None:
 
 
 def test_offline_silero_vad(audio: np.ndarray) -> None:
-    from whisperx_service.pipeline.vad import OfflineSileroVad
+    from whisperx_service.pipeline.models.vad import OfflineSileroVad
 
     regions = OfflineSileroVad()({"waveform": audio, "sample_rate": SR})
     assert regions

@@ -13,7 +13,8 @@ import pytest
 from tests.speech import SAMPLE_WAV
 from whisperx_service.config import AlignBackend, AlignSettings, AsrSettings, Device, ModelsSettings, Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
-from whisperx_service.pipeline.runner import JobPaths, run_pipeline
+from whisperx_service.pipeline.plan import JobPaths
+from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.worker.models import ModelCache
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +34,8 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     )
     assert {s for s, _ in seen} >= {Stage.decode, Stage.transcribe, Stage.align, Stage.merge}
     # What the ASR says on its own (the model is cached: no reload), to compare word by word.
-    from whisperx_service.pipeline.audio import decode_to_pcm, open_pcm, read_window
-    from whisperx_service.pipeline.runner import transcribe
+    from whisperx_service.pipeline.audio.pcm import decode_to_pcm, open_pcm, read_window
+    from whisperx_service.pipeline.stages.transcribe import transcribe
 
     pcm = decode_to_pcm(SAMPLE_WAV, tmp_path / "check.pcm", max_duration_s=60)
     segs = transcribe(cache.asr(), read_window(open_pcm(pcm.path)), "en", JobOptions(), settings, lambda p: None)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from whisperx_service.config import SAMPLE_RATE
-from whisperx_service.pipeline.asr_windows import (
+from whisperx_service.pipeline.audio.pcm import open_pcm
+from whisperx_service.pipeline.audio.windows import (
     chunk_windows,
     grid_windows,
     precomputed_windows,
     speech_regions,
 )
-from whisperx_service.pipeline.audio import open_pcm
-from whisperx_service.pipeline.vad import OfflineSileroVad
+from whisperx_service.pipeline.models.vad import OfflineSileroVad
 
 #: Speech regions of a 100 s file, in absolute seconds: 4-6 s of speech, 1-2 s pauses.
 SPANS = [(1.0, 6.0), (7.5, 12.0), (13.0, 18.5), (20.0, 25.0), (26.0, 31.5), (33.0, 38.0), (39.0, 44.0),

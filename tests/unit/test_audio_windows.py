@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperx_service.config import SAMPLE_RATE
-from whisperx_service.pipeline.audio import INT16_SCALE, open_pcm, read_window
+from whisperx_service.pipeline.audio.pcm import INT16_SCALE, open_pcm, read_window
 
 
 def _rss_file_mib() -> float:

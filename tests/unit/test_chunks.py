@@ -1,4 +1,4 @@
-"""Chunk planning for long audio (`whisperx_service.pipeline.chunks`)."""
+"""Chunk planning for long audio (`whisperx_service.pipeline.audio.chunks`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from whisperx_service.config import BYTES_PER_SAMPLE, SAMPLE_RATE
-from whisperx_service.pipeline.audio import open_pcm
-from whisperx_service.pipeline.chunks import Chunk, plan_chunks, silence_finder
+from whisperx_service.pipeline.audio.chunks import Chunk, plan_chunks, silence_finder
+from whisperx_service.pipeline.audio.pcm import open_pcm
 
 
 def seconds(s: float) -> int:

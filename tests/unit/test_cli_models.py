@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from whisperx_service.cli import main
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.errors import ModelLoadFailed
-from whisperx_service.pipeline import prepare
+from whisperx_service.pipeline.models import prepare
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Rendering transcripts (`whisperx_service.pipeline.formats`), checked by parsing the output back."""
+"""Rendering transcripts (`whisperx_service.transcripts.formats`), checked by parsing the output back."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from whisperx_service.domain.transcript import Segment, Transcript, Word
-from whisperx_service.errors import InvalidRequest
-from whisperx_service.pipeline.formats import (
+from whisperx_service.pipeline.post.segments import build_segments
+from whisperx_service.transcripts.formats import (
     FORMATS,
     MAX_CUE_S,
     MAX_LINE_CHARS,
@@ -18,7 +18,7 @@ from whisperx_service.pipeline.formats import (
     format_timestamp,
     render,
 )
-from whisperx_service.pipeline.words import build_segments, is_trailing_punctuation
+from whisperx_service.transcripts.text import is_trailing_punctuation
 
 # --------------------------------------------------------------------------- independent parsers
 
@@ -256,10 +256,9 @@ def test_json_round_trips(transcript: Transcript) -> None:
     assert Transcript.model_validate_json(body) == transcript
 
 
-def test_unknown_format_is_an_invalid_request(transcript: Transcript) -> None:
-    with pytest.raises(InvalidRequest) as err:
+def test_unknown_format_is_refused(transcript: Transcript) -> None:
+    with pytest.raises(ValueError, match="docx"):
         render(transcript, "docx")
-    assert err.value.http_status == 422 and "docx" in err.value.message
     assert set(FORMATS) == {"json", "srt", "vtt", "txt", "tsv"}
 
 

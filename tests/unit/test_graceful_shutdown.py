@@ -12,12 +12,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from whisperx_service.broker.celery_app import make_celery
 from whisperx_service.config import RedisSettings, Settings, WorkerSettings
 from whisperx_service.domain.jobs import JobOptions, JobStatus
-from whisperx_service.store.jobs import AsyncJobStore, JobStore
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.keys import Keys
-from whisperx_service.worker.celery_app import make_celery
-from whisperx_service.worker.tasks import hand_back, worker_name
+from whisperx_service.worker.runtime import worker_name
+from whisperx_service.worker.shutdown import hand_back
 
 REPO = Path(__file__).resolve().parents[2]
 

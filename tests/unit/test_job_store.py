@@ -11,7 +11,8 @@ import redis
 import redis.asyncio as aioredis
 
 from whisperx_service.domain.jobs import JobOptions, JobStatus, Stage, job_percent
-from whisperx_service.store.jobs import AsyncJobStore, JobStore
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.keys import Keys
 
 KEYS = Keys("t")

@@ -1,4 +1,4 @@
-"""Merging overlapping chunk results (`whisperx_service.pipeline.merge`)."""
+"""Merging overlapping chunk results (`whisperx_service.pipeline.post.merge`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from whisperx_service.config import SAMPLE_RATE
 from whisperx_service.domain.transcript import SpeakerTurn, Word
-from whisperx_service.pipeline.chunks import Chunk, plan_chunks
-from whisperx_service.pipeline.merge import (
+from whisperx_service.pipeline.audio.chunks import Chunk, plan_chunks
+from whisperx_service.pipeline.post.merge import (
     merge_chunk_turns,
     merge_chunk_words,
     normalise_word,

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from whisperx_service.api.reconciler import _task_id, queue_keys
-from whisperx_service.api.restore import read_stored_job
+from whisperx_service.maintenance.reconciler import _task_id, queue_keys
+from whisperx_service.maintenance.restore import read_stored_job
 from whisperx_service.storage.local import Storage, atomic_write_json
 
 JOB = "ab" * 16

@@ -1,4 +1,4 @@
-"""Linking speakers across chunks by their embeddings (`whisperx_service.pipeline.speakers`)."""
+"""Linking speakers across chunks by their embeddings (`whisperx_service.pipeline.post.linking`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from whisperx_service.pipeline.speakers import LINK_THRESHOLD, link_speakers
+from whisperx_service.pipeline.post.linking import LINK_THRESHOLD, link_speakers
 
 DIM = 256
 

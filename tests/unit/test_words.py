@@ -10,18 +10,10 @@ from typing import Any
 import pytest
 
 from whisperx_service.domain.transcript import Segment, SpeakerTurn, Word
-from whisperx_service.pipeline.words import (
-    apply_speaker_map,
-    assign_speakers,
-    build_segments,
-    interpolate_word_times,
-    is_trailing_punctuation,
-    join_words,
-    relabel_speakers,
-    smooth_speaker_flips,
-    speaker_stats,
-    word_separator,
-)
+from whisperx_service.pipeline.post.segments import build_segments, smooth_speaker_flips
+from whisperx_service.pipeline.post.speakers import apply_speaker_map, assign_speakers, relabel_speakers, speaker_stats
+from whisperx_service.transcripts.text import is_trailing_punctuation, join_words, word_separator
+from whisperx_service.transcripts.timing import interpolate_word_times
 
 
 def w(text: str, start: float, end: float, speaker: str | None = None) -> Word:

@@ -11,11 +11,10 @@ from celery import Celery
 from fastapi import Depends, Path, Request
 
 from whisperx_service.config import Settings
-from whisperx_service.errors import NotFound
+from whisperx_service.domain.jobs import is_job_id
+from whisperx_service.errors import JobNotFound
 from whisperx_service.storage.local import Storage
-from whisperx_service.store.jobs import AsyncJobStore
-
-_HEX = frozenset("0123456789abcdef")
+from whisperx_service.store.async_jobs import AsyncJobStore
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -46,10 +45,10 @@ def valid_job_id(job_id: Annotated[str, Path(description="Job id (32 lowercase h
     """The job id from the path, if it can be one.
 
     Raises:
-        NotFound: the id is not 32 lowercase hex characters (so it cannot name a job).
+        JobNotFound: the id is not 32 lowercase hex characters (so it cannot name a job).
     """
-    if len(job_id) != 32 or not _HEX.issuperset(job_id):
-        raise NotFound(f"job {job_id[:64]!r} not found")
+    if not is_job_id(job_id):
+        raise JobNotFound(f"job {job_id[:64]!r} not found")
     return job_id
 
 

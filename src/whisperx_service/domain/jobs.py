@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -125,6 +126,20 @@ class JobOptions(BaseModel):
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
             raise ValueError("min_speakers must not exceed max_speakers")
         return self
+
+
+#: Characters of a job id: 32 lowercase hex digits (`uuid4().hex`).
+_HEX = frozenset("0123456789abcdef")
+
+
+def new_job_id() -> str:
+    """A fresh job id: 32 lowercase hex characters (a random UUID, 122 random bits)."""
+    return uuid.uuid4().hex
+
+
+def is_job_id(value: str) -> bool:
+    """True when `value` can be a job id (32 lowercase hex characters); says nothing of whether it exists."""
+    return len(value) == 32 and _HEX.issuperset(value)
 
 
 def utcnow() -> datetime:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from whisperx_service.domain.jobs import is_job_id
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -53,7 +55,7 @@ class Storage:
         Raises:
             ValueError: `job_id` is not a 32-character lowercase hex string.
         """
-        if len(job_id) != 32 or any(c not in "0123456789abcdef" for c in job_id):
+        if not is_job_id(job_id):
             raise ValueError(f"bad job id {job_id!r}")
         return self.root / "jobs" / job_id
 
@@ -121,7 +123,7 @@ class Storage:
         except FileNotFoundError:
             return out
         for entry in entries:
-            if len(entry.name) != 32 or any(c not in "0123456789abcdef" for c in entry.name):
+            if not is_job_id(entry.name):
                 continue
             try:
                 if not entry.is_dir(follow_symlinks=False):

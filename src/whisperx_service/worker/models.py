@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from whisperx_service.config import AlignBackend, Settings
-from whisperx_service.pipeline import loaders
+from whisperx_service.pipeline.models import loaders
 
 log = structlog.get_logger(__name__)
 

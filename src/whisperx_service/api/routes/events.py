@@ -22,8 +22,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from whisperx_service.api.deps import JobIdDep, JobsDep, SettingsDep
 from whisperx_service.domain.events import TERMINAL_EVENTS, EventType
 from whisperx_service.domain.jobs import JobRecord
-from whisperx_service.errors import InvalidRequest, NotFound
-from whisperx_service.store.jobs import AsyncJobStore
+from whisperx_service.errors import InvalidRequest, JobNotFound
+from whisperx_service.store.async_jobs import AsyncJobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -150,13 +150,13 @@ async def job_events(
     """Stream the job's events; see the module docstring for the protocol.
 
     Raises:
-        NotFound: no such job (answered as JSON before any stream starts).
+        JobNotFound: no such job (answered as JSON before any stream starts).
         InvalidRequest: the Last-Event-ID is not a stream id.
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
     if record is None:
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     after = last_event_id_header or last_event_id
     if after is not None:
         after_key = _parse_id(after)

@@ -9,7 +9,6 @@ If any step fails, everything before it is undone: no files, no job.
 from __future__ import annotations
 
 import functools
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,14 +19,22 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, SettingsDep, StorageDep
-from whisperx_service.api.restore import restore_job
 from whisperx_service.api.upload import FILE_FIELD, NO_SPACE_ERRNOS, receive_upload
-from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
-from whisperx_service.errors import InsufficientStorage, JobFinished, JobRunning, NotFound, ServiceUnavailable
+from whisperx_service.broker.celery_app import enqueue
+from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, new_job_id
+from whisperx_service.errors import (
+    InsufficientStorage,
+    InvalidCursor,
+    JobFinished,
+    JobNotFound,
+    JobRunning,
+    ServiceUnavailable,
+)
 from whisperx_service.logs import get_logger
+from whisperx_service.maintenance.restore import restore_job
 from whisperx_service.storage.local import Storage, atomic_write_json
-from whisperx_service.store.jobs import AsyncJobStore, final_record
-from whisperx_service.worker.celery_app import enqueue
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.records import final_record
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = get_logger(__name__)
@@ -90,7 +97,7 @@ async def submit_job(
             see `receive_upload`; InsufficientStorage also when the manifest does not fit.
         ServiceUnavailable: Redis or the broker does not answer (nothing is kept).
     """
-    job_id = uuid.uuid4().hex
+    job_id = new_job_id()
     structlog.contextvars.bind_contextvars(job_id=job_id)
     created = False
     try:
@@ -148,7 +155,7 @@ async def get_job(
     the spot, and enqueued again if unfinished (see `api/restore.py`): a known job is never unknown.
 
     Raises:
-        NotFound: no such job (or the id cannot be one).
+        JobNotFound: no such job (or the id cannot be one).
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
@@ -160,7 +167,7 @@ async def get_job(
         if await restore_job(jobs, storage, job_id, requeue):
             record = await jobs.get(job_id)
     if record is None:
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     return record
 
 
@@ -191,7 +198,7 @@ async def cancel_job(
     is cancelled first.
 
     Raises:
-        NotFound: no such job.
+        JobNotFound: no such job.
         JobFinished: (cancel) the job already ended.
         JobRunning: (purge) a worker runs the job; cancel it and purge once it ended.
     """
@@ -201,12 +208,12 @@ async def cancel_job(
         return Response(status_code=204)
     outcome = await jobs.cancel(job_id)
     if outcome.outcome == "missing":
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     if outcome.outcome == "terminal":
         raise JobFinished(f"job {job_id} already ended: {outcome.status}")
     record = await jobs.get(job_id)
     if record is None:  # purged meanwhile
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     if outcome.outcome == "cancelled":
         await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
         log.info("job_cancelled", was="queued")
@@ -222,15 +229,15 @@ async def _purge(job_id: str, jobs: AsyncJobStore, storage: Storage) -> None:
     Files go first: a job Redis still knows is never rebuilt from files that are half gone.
 
     Raises:
-        NotFound, JobRunning: see `cancel_job`.
+        JobNotFound, JobRunning: see `cancel_job`.
     """
     record = await jobs.get(job_id)
     if record is None:
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     if record.status == JobStatus.queued:
         outcome = await jobs.cancel(job_id)
         if outcome.outcome == "missing":
-            raise NotFound(f"job {job_id} not found")
+            raise JobNotFound(f"job {job_id} not found")
         record = await jobs.get(job_id) or record
     if record.status == JobStatus.running:
         raise JobRunning(f"job {job_id} is running; cancel it (DELETE without purge) and purge it once it ended")
@@ -266,5 +273,8 @@ async def list_jobs(
     Raises:
         InvalidCursor: the cursor is not one this service returned.
     """
-    page, next_cursor = await jobs.list_jobs(status, limit, cursor)
+    try:
+        page, next_cursor = await jobs.list_jobs(status, limit, cursor)
+    except ValueError:
+        raise InvalidCursor(f"cursor {(cursor or '')[:64]!r} is not one this service returned") from None
     return JobList(jobs=page, next_cursor=next_cursor)

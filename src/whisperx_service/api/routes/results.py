@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,26 +12,17 @@ from fastapi import APIRouter, Query, Response
 from whisperx_service.api.deps import JobIdDep, JobsDep, StorageDep
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.domain.transcript import Transcript
-from whisperx_service.errors import JobNotFinished, NotFound, ServiceError
+from whisperx_service.errors import JobNotFinished, JobNotFound, ResultMissing
+from whisperx_service.transcripts.formats import ResultFormat, render
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-class ResultFormat(StrEnum):
-    """Formats the transcript can be fetched in."""
-
-    json = "json"  # the full Transcript (segments, words, speakers, models, timings)
-    srt = "srt"  # SubRip subtitles
-    vtt = "vtt"  # WebVTT subtitles
-    txt = "txt"  # plain text, one segment per line
-    tsv = "tsv"  # start, end (ms), speaker, text
 
 
 def _read_transcript(path: Path) -> Transcript:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ServiceError("the job succeeded but its result file is missing", code="result_missing") from None
+        raise ResultMissing("the job succeeded but its result file is missing") from None
     return Transcript.model_validate_json(data)
 
 
@@ -63,19 +53,17 @@ async def job_result(
     """The transcript of a succeeded job, rendered in `format`.
 
     Raises:
-        NotFound: no such job.
+        JobNotFound: no such job.
         JobNotFinished: the job has not succeeded (the message names its status).
-        ServiceError: result_missing (500), the job succeeded but `result.json` is gone.
+        ResultMissing: the job succeeded but `result.json` is gone.
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
     if record is None:
-        raise NotFound(f"job {job_id} not found")
+        raise JobNotFound(f"job {job_id} not found")
     if record.status != JobStatus.succeeded:
         raise JobNotFinished(f"job {job_id} is {record.status.value}; the result exists once it has succeeded")
     transcript = await anyio.to_thread.run_sync(_read_transcript, storage.result(job_id))
-    from whisperx_service.pipeline.formats import render  # pure Python (no torch); imported on first use
-
     body, media_type = render(transcript, format.value)
     headers = {}
     if format != ResultFormat.json:

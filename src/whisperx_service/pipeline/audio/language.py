@@ -17,7 +17,7 @@ import numpy as np
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from whisperx_service.config import SAMPLE_RATE
-from whisperx_service.pipeline.audio import read_window
+from whisperx_service.pipeline.audio.pcm import read_window
 
 #: One detection input: Whisper's window length (s).
 BLOCK_S = 30.0

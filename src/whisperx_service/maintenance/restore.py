@@ -31,7 +31,8 @@ from pydantic import ValidationError
 
 from whisperx_service.domain.jobs import JobOptions, JobStatus
 from whisperx_service.storage.local import Storage
-from whisperx_service.store.jobs import AsyncJobStore, new_job_hash
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.records import new_job_hash
 
 log = structlog.get_logger(__name__)
 

@@ -172,7 +172,7 @@ def load_asr(settings: Settings, language: str | None = None) -> FasterWhisperPi
 
     vad_model = None
     if settings.asr.vad_method is VadMethod.silero:
-        from whisperx_service.pipeline.vad import OfflineSileroVad
+        from whisperx_service.pipeline.models.vad import OfflineSileroVad
 
         vad_model = OfflineSileroVad()
     try:

@@ -26,7 +26,8 @@ import structlog
 
 from whisperx_service.config import Settings
 from whisperx_service.storage.local import Storage
-from whisperx_service.store.jobs import AsyncJobStore, final_record
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.records import final_record
 
 log = structlog.get_logger(__name__)
 

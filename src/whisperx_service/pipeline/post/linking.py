@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from whisperx_service.pipeline.words import speaker_label
+from whisperx_service.pipeline.post.speakers import speaker_label
 
 #: Cosine distance above which two clusters are not merged (unless a speaker count forces it);
 #: see the module docstring for why 0.125 suits Resemblyzer GE2E centroids.

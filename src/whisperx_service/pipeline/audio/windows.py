@@ -38,7 +38,7 @@ import numpy as np
 from whisperx.vads.vad import Vad
 
 from whisperx_service.config import SAMPLE_RATE
-from whisperx_service.pipeline.audio import read_window
+from whisperx_service.pipeline.audio.pcm import read_window
 
 #: Absolute block length (s) the VAD runs on, whatever the file's length. 5 min: 19 MB of float32,
 #: and with pyannote the VAD pass's peak RSS growth measured 165 MB (10 min: 219 MB), at the same speed.

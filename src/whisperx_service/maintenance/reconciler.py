@@ -37,12 +37,13 @@ import structlog
 from celery import Celery
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from whisperx_service.api.restore import Rebuild, rebuild
-from whisperx_service.api.retention import Retention, sweep_retention
+from whisperx_service.broker.celery_app import enqueue
 from whisperx_service.config import Settings
+from whisperx_service.maintenance.restore import Rebuild, rebuild
+from whisperx_service.maintenance.retention import Retention, sweep_retention
 from whisperx_service.storage.local import Storage
-from whisperx_service.store.jobs import AsyncJobStore, final_record
-from whisperx_service.worker.celery_app import enqueue
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.records import final_record
 
 log = structlog.get_logger(__name__)
 

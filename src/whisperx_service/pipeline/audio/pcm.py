@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperx_service.config import BYTES_PER_SAMPLE, SAMPLE_RATE
-from whisperx_service.errors import AudioDecodeFailed, AudioTooLong
+from whisperx_service.errors import AudioDecodeFailed, AudioTooLong, FfmpegMissing
 
 #: Scale from int16 PCM to float32 in [-1, 1): 2**15.
 INT16_SCALE = 32768.0
@@ -42,7 +42,7 @@ class DecodedAudio:
 def _ffmpeg() -> str:
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise AudioDecodeFailed("ffmpeg is not installed on the worker", code="ffmpeg_missing")
+        raise FfmpegMissing("ffmpeg is not installed on the worker")
     return exe
 
 

@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from whisperx_service.domain.transcript import SpeakerTurn, Word
-from whisperx_service.pipeline.chunks import Chunk
+from whisperx_service.pipeline.audio.chunks import Chunk
 
 #: Fraction of the overlap, centred on its midpoint, searched for a common pause.
 SEARCH_FRACTION = 0.5

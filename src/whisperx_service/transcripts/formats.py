@@ -33,20 +33,32 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from whisperx_service.domain.transcript import Segment, Transcript
-from whisperx_service.errors import InvalidRequest
-from whisperx_service.pipeline.words import interpolate_word_times, is_trailing_punctuation, word_separator
+from whisperx_service.transcripts.text import is_trailing_punctuation, word_separator
+from whisperx_service.transcripts.timing import interpolate_word_times
 
-#: The formats `render` accepts.
-FORMATS: tuple[str, ...] = ("json", "srt", "vtt", "txt", "tsv")
+
+class ResultFormat(StrEnum):
+    """The formats a transcript renders to (the `format` query of the result route)."""
+
+    json = "json"  # the full Transcript (segments, words, speakers, models, timings)
+    srt = "srt"  # SubRip subtitles
+    vtt = "vtt"  # WebVTT subtitles
+    txt = "txt"  # plain text, one segment per line
+    tsv = "tsv"  # start, end (ms), speaker, text
+
+
+#: The formats `render` accepts, as strings.
+FORMATS: tuple[str, ...] = tuple(f.value for f in ResultFormat)
 #: Media type of each format's body (text formats are always UTF-8).
-MEDIA_TYPES: dict[str, str] = {
-    "json": "application/json",
-    "srt": "application/x-subrip; charset=utf-8",
-    "vtt": "text/vtt; charset=utf-8",
-    "txt": "text/plain; charset=utf-8",
-    "tsv": "text/tab-separated-values; charset=utf-8",
+MEDIA_TYPES: dict[ResultFormat, str] = {
+    ResultFormat.json: "application/json",
+    ResultFormat.srt: "application/x-subrip; charset=utf-8",
+    ResultFormat.vtt: "text/vtt; charset=utf-8",
+    ResultFormat.txt: "text/plain; charset=utf-8",
+    ResultFormat.tsv: "text/tab-separated-values; charset=utf-8",
 }
 #: Longest subtitle cue (seconds) before it is split at a word boundary.
 MAX_CUE_S = 7.0
@@ -228,26 +240,24 @@ def _tsv(t: Transcript) -> str:
     return "".join(r + "\n" for r in rows)
 
 
-def render(t: Transcript, fmt: str) -> tuple[bytes, str]:
-    """Render the transcript in format `fmt` (case-insensitive; one of `FORMATS`).
+def render(t: Transcript, fmt: ResultFormat | str) -> tuple[bytes, str]:
+    """Render the transcript in format `fmt` (a `ResultFormat`, or its name in any case).
 
     Returns:
         `(body, media_type)`: the UTF-8 body and its media type (`MEDIA_TYPES`).
 
     Raises:
-        InvalidRequest: `fmt` is not one of `FORMATS`.
+        ValueError: `fmt` is not one of `FORMATS`.
     """
-    key = fmt.strip().lower()
-    if key == "json":
-        body = t.model_dump_json()
-    elif key == "srt":
-        body = _srt(t)
-    elif key == "vtt":
-        body = _vtt(t)
-    elif key == "txt":
-        body = _txt(t)
-    elif key == "tsv":
-        body = _tsv(t)
-    else:
-        raise InvalidRequest(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return body.encode("utf-8"), MEDIA_TYPES[key]
+    try:
+        key = ResultFormat(fmt.strip().lower())
+    except ValueError:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
+    writers = {
+        ResultFormat.json: lambda: t.model_dump_json(),
+        ResultFormat.srt: lambda: _srt(t),
+        ResultFormat.vtt: lambda: _vtt(t),
+        ResultFormat.txt: lambda: _txt(t),
+        ResultFormat.tsv: lambda: _tsv(t),
+    }
+    return writers[key]().encode("utf-8"), MEDIA_TYPES[key]

@@ -40,7 +40,7 @@ from urllib.request import getproxies
 
 from whisperx_service.config import Settings
 from whisperx_service.errors import ModelLoadFailed
-from whisperx_service.pipeline.loaders import (
+from whisperx_service.pipeline.models.loaders import (
     NLTK_DATA_DIR,
     OFFLINE_DIARIZATION_DIR,
     ROUTING_WORDS,
@@ -143,7 +143,7 @@ def _build_diarization(out: Path) -> None:
     import pyannote.audio
     import yaml
 
-    from whisperx_service.pipeline.resemblyzer_embedding import build_checkpoint
+    from whisperx_service.pipeline.models.resemblyzer import build_checkpoint
 
     for sub in ("segmentation", "embedding", "plda"):
         (out / sub).mkdir()

@@ -1,0 +1,1 @@
+"""Model loading (names or local paths, HF token, offline hub) and the offline model bundle."""

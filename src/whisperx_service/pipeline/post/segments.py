@@ -1,0 +1,101 @@
+"""Segments of the merged words: never across a speaker change, after one-word flips are undone."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from whisperx_service.domain.transcript import Segment, Word
+from whisperx_service.transcripts.text import join_words
+
+#: A word at most this long (seconds) whose speaker differs from two identical neighbours takes
+#: theirs: diarization turn boundaries jitter by about 0.1-0.3 s around the true change.
+SMOOTH_MAX_WORD_S = 0.3
+
+
+def smooth_speaker_flips(words: list[Word], max_word_s: float = SMOOTH_MAX_WORD_S) -> list[Word]:
+    """Undo isolated one-word speaker flips caused by diarization boundary jitter.
+
+    Rule (applied left to right, each decision seeing the decisions before it): a word shorter
+    than `max_word_s` seconds whose speaker differs from the speaker Y shared by both its
+    neighbours (Y not None) takes Y. Only a single word between two words of the same other
+    speaker changes; a flip of two or more words, or a short word at a real change (neighbours
+    differ), is kept. Why: diarization turn boundaries land about 0.1-0.3 s from the true change,
+    so a short word near a boundary is often given the neighbouring turn's speaker, while a real
+    one-word interjection ("yes") between two turns of another speaker is usually longer or is
+    separated by its own turns. `max_word_s <= 0` disables smoothing.
+
+    Returns:
+        New list; changed words are copies, the input is not modified.
+    """
+    out = list(words)
+    if max_word_s <= 0:
+        return out
+    for i in range(1, len(out) - 1):
+        w, left, right = out[i], out[i - 1], out[i + 1]
+        y = left.speaker
+        if y is not None and right.speaker == y and w.speaker != y and (w.end - w.start) < max_word_s:
+            out[i] = w.model_copy(update={"speaker": y})
+    return out
+
+
+def _segment(seg_id: int, words: Sequence[Word], sep: str) -> Segment:
+    """A segment made of `words` (non-empty, one speaker): text, bounds and speaker from them."""
+    return Segment(
+        id=seg_id,
+        start=words[0].start,
+        end=max(w.end for w in words),
+        text=join_words((w.word for w in words), sep),
+        speaker=words[0].speaker,
+        words=list(words),
+    )
+
+
+def _runs(words: Sequence[Word]) -> list[list[Word]]:
+    """Maximal runs of consecutive words with the same speaker."""
+    runs: list[list[Word]] = []
+    for w in words:
+        if runs and runs[-1][-1].speaker == w.speaker:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    return runs
+
+
+def build_segments(
+    words: list[Word],
+    *,
+    max_gap_s: float = 1.5,
+    max_duration_s: float = 30.0,
+    smooth_max_s: float = SMOOTH_MAX_WORD_S,
+    word_sep: str = " ",
+) -> list[Segment]:
+    """Group a flat, time-ordered word list (e.g. after merging chunks) into segments.
+
+    After `smooth_speaker_flips`, a new segment starts at every speaker change, at every pause
+    longer than `max_gap_s` seconds (next word's start minus the segment's end), and before a
+    word whose end would make the segment longer than `max_duration_s` seconds (30 s by default,
+    the length of Whisper's input window, so segments look like Whisper's own). A single word
+    longer than `max_duration_s` makes a segment of its own. Each segment's text is rebuilt from
+    its words (`join_words` with `word_sep`; use `word_separator(language)`), its start/end are
+    its first word's start and its latest word's end (seconds), its speaker is its words'
+    speaker; ids run 0..n-1.
+
+    Raises:
+        ValueError: `max_gap_s` is negative or `max_duration_s` is not positive.
+    """
+    if max_gap_s < 0 or max_duration_s <= 0:
+        raise ValueError("max_gap_s must be >= 0 and max_duration_s > 0")
+    out: list[Segment] = []
+    for run in _runs(smooth_speaker_flips(words, smooth_max_s)):
+        cur: list[Word] = []
+        cur_end = -math.inf
+        for w in run:
+            if cur and (w.start - cur_end > max_gap_s or max(cur_end, w.end) - cur[0].start > max_duration_s):
+                out.append(_segment(len(out), cur, word_sep))
+                cur, cur_end = [], -math.inf
+            cur.append(w)
+            cur_end = max(cur_end, w.end)
+        if cur:
+            out.append(_segment(len(out), cur, word_sep))
+    return out

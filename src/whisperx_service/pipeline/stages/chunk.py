@@ -1,0 +1,128 @@
+"""One chunk through every model stage, and its checkpoint (`chunks/<n>.json`)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from whisperx_service.config import Settings
+from whisperx_service.domain.jobs import JobOptions, Stage
+from whisperx_service.domain.transcript import SpeakerTurn, Word
+from whisperx_service.pipeline.audio.chunks import Chunk
+from whisperx_service.pipeline.audio.pcm import read_window
+from whisperx_service.pipeline.audio.windows import Window, chunk_windows
+from whisperx_service.pipeline.models.provider import ModelProvider
+from whisperx_service.pipeline.post.speakers import assign_speakers
+from whisperx_service.pipeline.stages.align import align
+from whisperx_service.pipeline.stages.diarize import diarize
+from whisperx_service.pipeline.stages.transcribe import transcribe
+from whisperx_service.transcripts.timing import interpolate_word_times
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's checkpoint: everything the merge needs, times absolute (seconds).
+
+    Speaker labels are the chunk's own (its diarizer's); `embeddings` maps each to its centroid.
+    """
+
+    chunk: Chunk
+    words: list[Word]
+    turns: list[SpeakerTurn]
+    embeddings: dict[str, list[float] | None]
+    timings: dict[str, float] = field(default_factory=dict)
+    attempt: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the `chunks/<n>.json` format)."""
+        return {
+            "chunk": self.chunk.to_dict(),
+            "words": [w.model_dump() for w in self.words],
+            "turns": [t.model_dump() for t in self.turns],
+            "embeddings": self.embeddings,
+            "timings": self.timings,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ChunkResult:
+        """Inverse of `to_json`."""
+        return cls(
+            chunk=Chunk.from_dict(d["chunk"]),
+            words=[Word.model_validate(w) for w in d["words"]],
+            turns=[SpeakerTurn.model_validate(t) for t in d["turns"]],
+            embeddings=d["embeddings"],
+            timings=d.get("timings", {}),
+            attempt=int(d.get("attempt", 0)),
+        )
+
+
+def _words_of(segments: list[dict[str, Any]], offset_s: float, end_s: float) -> list[Word]:
+    """Every word of the segments with absolute times (unaligned ones interpolated, flagged)."""
+    out: list[Word] = []
+    for seg in segments:
+        start = max(0.0, min(float(seg["start"]), end_s - offset_s))
+        end = max(start, min(float(seg["end"]), end_s - offset_s))
+        raw = seg.get("words") or [{"word": w} for w in str(seg.get("text", "")).split()]
+        shifted = [
+            {**w, "start": w["start"] + offset_s if w.get("start") is not None else None,
+             "end": w["end"] + offset_s if w.get("end") is not None else None}
+            for w in raw
+        ]  # fmt: skip
+        out += interpolate_word_times(shifted, start + offset_s, end + offset_s)
+    return out
+
+
+def process_chunk(
+    chunk: Chunk,
+    pcm: np.ndarray,
+    windows: list[Window],
+    language: str,
+    options: JobOptions,
+    models: ModelProvider,
+    settings: Settings,
+    progress: Callable[[Stage, float], None],
+) -> ChunkResult:
+    """Transcribe, align and diarize one chunk (read from the memory-mapped PCM).
+
+    Args:
+        windows: the job's ASR windows (absolute seconds, `Plan.windows`); the chunk decodes
+            those it holds, clipped to its edges.
+
+    Returns:
+        The chunk's words (absolute seconds, speakers by the chunk's own labels), turns and
+        per-speaker embeddings.
+    """
+    timings: dict[str, float] = {}
+    # The models read the chunk from the whole second at or before its start (a whole number of
+    # samples, so window and word times convert between chunk and file time exactly).
+    origin = float(math.floor(chunk.start_s))
+    audio = read_window(pcm, origin, chunk.end_s)
+    t = time.perf_counter()
+    progress(Stage.transcribe, 0.0)
+    own = chunk_windows(windows, chunk.start_s, chunk.end_s, origin)
+    segments = transcribe(
+        models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), own
+    )
+    timings["transcribe"] = time.perf_counter() - t
+    if options.align and segments:
+        t = time.perf_counter()
+        progress(Stage.align, 0.0)
+        segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
+        timings["align"] = time.perf_counter() - t
+    words = _words_of(segments, origin, chunk.end_s)
+    turns: list[SpeakerTurn] = []
+    embeddings: dict[str, list[float] | None] = {}
+    if options.diarize:
+        t = time.perf_counter()
+        progress(Stage.diarize, 0.0)
+        local, embeddings = diarize(audio, options, models, lambda p: progress(Stage.diarize, p))
+        turns = [SpeakerTurn(start=x.start + origin, end=x.end + origin, speaker=x.speaker) for x in local]
+        words = assign_speakers(words, turns)
+        timings["diarize"] = time.perf_counter() - t
+    return ChunkResult(chunk, words, turns, embeddings, {k: round(v, 3) for k, v in timings.items()})

@@ -1,0 +1,66 @@
+"""Worker liveness: a heartbeat thread in the worker's main process (the gateway's /readyz counts them).
+
+Connected to Celery's signals when `tasks.py` is imported: logging is configured before the pool
+processes fork, Sentry and the heartbeat start when the worker is ready, and the heartbeat stops
+(and removes its name) at shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+import structlog
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
+
+from whisperx_service.config import Settings
+from whisperx_service.logs import configure_logging, init_sentry
+from whisperx_service.store.jobs import heartbeat
+from whisperx_service.store.keys import Keys
+from whisperx_service.worker.runtime import worker_name
+from whisperx_service.worker.shutdown import check_sigterm_remapped
+
+log = structlog.get_logger(__name__)
+
+_beat_stop = threading.Event()
+
+
+def beat_loop(settings: Settings, name: str, stop: threading.Event) -> None:
+    """Record `name` alive every WORKER_HEARTBEAT_S until `stop` is set, then remove it. Never raises."""
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = Keys(settings.redis.key_prefix)
+    while True:
+        try:
+            heartbeat(client, keys, name)
+        except redis.RedisError:
+            log.warning("heartbeat_failed")
+        if stop.wait(settings.worker.heartbeat_s):
+            try:
+                client.zrem(keys.workers(), name)
+            except redis.RedisError:
+                log.warning("heartbeat_remove_failed")
+            return
+
+
+@worker_init.connect
+def _configure_logging(sender: Any = None, **_: Any) -> None:
+    # Before the pool processes are forked, so they all log the same way as the main process.
+    configure_logging(sender.app.wxs_settings)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    settings: Settings = sender.app.wxs_settings
+    configure_logging(settings)
+    init_sentry(settings, celery=True)
+    check_sigterm_remapped()
+    threading.Thread(
+        target=beat_loop, args=(settings, worker_name(), _beat_stop), daemon=True, name="heartbeat"
+    ).start()
+
+
+@worker_shutting_down.connect  # SIGTERM/SIGINT: warm or cold (no `worker_shutdown` follows a cold one)
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _beat_stop.set()

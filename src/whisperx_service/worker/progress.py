@@ -1,0 +1,93 @@
+"""Progress publishing: stage progress mapped into job percent, throttled, fenced by attempt."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from whisperx_service.domain.jobs import JobOptions, Stage, job_percent
+from whisperx_service.store.jobs import JobStore
+
+
+class JobLost(Exception):
+    """This worker no longer owns the job (lease taken over, cancelled, or finished elsewhere)."""
+
+
+class JobCancelled(Exception):
+    """DELETE asked the running job to stop; raised at the next progress point."""
+
+
+class ProgressPublisher:
+    """Maps stage progress into job percent and publishes it, throttled, fenced by attempt.
+
+    Publishes at every stage or chunk start, then when the job percent rose by >= 1 and at least
+    `min_interval_s` passed (DESIGN.md section 6: about one event per second or per percent).
+    Each event carries `chunk`, `chunks` and `eta_s`: the remaining time estimated from the rate
+    of progress made by this attempt so far (work reused from checkpoints does not count).
+
+    Every call first checks `cancel` (set by the `LeaseKeeper`; no Redis round trip), so a
+    cancelled job stops at its next progress point, throttled or not.
+
+    Raises (from `__call__`):
+        JobCancelled: the job was asked to stop.
+        JobLost: the store refused the write (another attempt owns the job, or it is terminal).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        attempt: int,
+        options: JobOptions,
+        min_interval_s: float,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.store, self.job_id, self.attempt = store, job_id, attempt
+        self.min_interval_s = min_interval_s
+        self.cancel = cancel or threading.Event()
+        skipped = set()
+        if not options.align:
+            skipped.add(Stage.align)
+        if not options.diarize:
+            skipped.add(Stage.diarize)
+        self.skipped = frozenset(skipped)
+        self.last_key: tuple[Stage, int] | None = None
+        self.last_percent = -1.0
+        self.last_time = 0.0
+        self.rate_origin: tuple[float, float] | None = None  # (monotonic s, percent) when work began
+
+    def eta_s(self, percent: float, now: float) -> float | None:
+        """Seconds left at the rate this attempt has made progress (None until it can tell)."""
+        if self.rate_origin is None:
+            self.rate_origin = (now, percent)
+            return None
+        t0, p0 = self.rate_origin
+        if percent - p0 < 1.0 or now - t0 < 1.0:
+            return None
+        return round((now - t0) * (100.0 - percent) / (percent - p0), 1)
+
+    def __call__(self, stage: Stage, stage_percent: float, chunk: int = 0, chunks: int = 1, **extra: str) -> None:
+        if self.cancel.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+        stage_percent = float(stage_percent)  # callbacks may pass numpy scalars
+        pct = job_percent(stage, stage_percent, self.skipped, chunk=chunk, chunks=chunks)
+        now = time.monotonic()
+        key = (stage, chunk)
+        new_step = key != self.last_key or bool(extra)
+        if not new_step and (pct < self.last_percent + 1.0 or now - self.last_time < self.min_interval_s):
+            return
+        eta = self.eta_s(pct, now) if stage != Stage.decode else None
+        ok = self.store.progress(
+            self.job_id,
+            self.attempt,
+            stage,
+            pct,
+            stage_percent=round(min(max(stage_percent, 0.0), 100.0), 1),
+            chunk=chunk,
+            chunks=chunks,
+            eta_s=eta,
+            **extra,
+        )
+        if not ok:
+            raise JobLost(f"job {self.job_id} attempt {self.attempt} is no longer running here")
+        self.last_key, self.last_percent, self.last_time = key, pct, now
