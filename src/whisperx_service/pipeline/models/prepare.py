@@ -55,7 +55,7 @@ from whisperx_service.pipeline.models.loaders import (
 log = logging.getLogger(__name__)
 
 #: Stamp of the bundle layout; bump it when a part's content changes so old bundles are rebuilt.
-BUNDLE_VERSION = "1"
+BUNDLE_VERSION = "2"
 #: Folder of the random tiny wav2vec2 test model inside MODELS_DIR.
 TINY_W2V2_DIR = "w2v2-tiny-random-en"
 #: File written last into each finished part.
