@@ -23,6 +23,8 @@ import uvicorn
 from celery import Celery
 
 from whisperx_service.api.app import create_app
+from whisperx_service.broker.celery_app import make_celery
+from whisperx_service.broker.kombu_redis import BrokerKeys, waiting_job_ids
 from whisperx_service.config import ApiSettings, LimitsSettings, Settings
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.keys import Keys
@@ -45,6 +47,11 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+def queued_job_ids(r: redis.Redis, settings: Settings) -> list[str]:
+    """Job ids whose task message waits in the service's broker queue, oldest first."""
+    return waiting_job_ids(r, BrokerKeys.of(settings), settings.worker.queue)
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16_000) -> bytes:
@@ -111,9 +118,9 @@ def api_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def celery_app(redis_url: str) -> Iterator[Celery]:
-    """A real Celery app on the test Redis (the broker's queue is a Redis list named after it)."""
-    app = Celery("wxs-api-tests", broker=redis_url)
+def celery_app(settings: Settings) -> Iterator[Celery]:
+    """The service's Celery app on the test Redis (its broker keys under REDIS_KEY_PREFIX); no worker runs."""
+    app = make_celery(settings)
     app.conf.update(broker_connection_retry=False, broker_connection_max_retries=0)
     yield app
     app.close()

@@ -16,12 +16,11 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.api.conftest import Gateway, serve, wav_bytes
+from tests.api.conftest import Gateway, queued_job_ids, serve, wav_bytes
 from whisperx_service.config import Settings, StorageSettings
 
 #: Size of the tmpfs storage root (bytes).
 TMPFS_BYTES = 2 * 1024 * 1024
-QUEUE = "transcribe"
 
 
 def _free_bytes(root: Path) -> int:
@@ -69,7 +68,7 @@ def _assert_nothing_kept(gateway: Gateway, r: redis.Redis, *, keep: frozenset[st
     assert gateway.job_dirs() == []
     assert r.keys("wxs:job:*") == []
     assert r.zcard("wxs:jobs") == 0
-    assert r.llen(QUEUE) == 0
+    assert queued_job_ids(r, gateway.settings) == []
 
 
 def test_upload_larger_than_the_disk_answers_507_and_frees_the_space(

@@ -12,18 +12,16 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.api.conftest import TEST_MAX_UPLOAD, Gateway, free_port, serve, wait_until, wav_bytes
-from whisperx_service.api import upload
+from tests.api.conftest import TEST_MAX_UPLOAD, Gateway, free_port, queued_job_ids, serve, wait_until, wav_bytes
+from whisperx_service.api import writer
 from whisperx_service.config import RedisSettings, Settings
-
-QUEUE = "transcribe"
 
 
 def _no_job_left(gateway: Gateway, r: redis.Redis) -> None:
     assert gateway.job_dirs() == []
     assert r.keys("wxs:job:*") == []
     assert r.zcard("wxs:jobs") == 0
-    assert r.llen(QUEUE) == 0
+    assert queued_job_ids(r, gateway.settings) == []
 
 
 def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(gateway: Gateway, redis_client: redis.Redis) -> None:
@@ -59,10 +57,7 @@ def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(gateway: Gateway
     assert manifest["created_at"]
 
     # The task message is really in the broker's queue, with task id = job id.
-    assert redis_client.llen(QUEUE) == 1
-    message = json.loads(redis_client.lindex(QUEUE, 0) or b"{}")
-    assert message["headers"]["id"] == job_id
-    assert message["headers"]["task"] == "whisperx_service.transcribe"
+    assert queued_job_ids(redis_client, gateway.settings) == [job_id]
 
     status = gateway.client.get(f"/v1/jobs/{job_id}")
     assert status.status_code == 200
@@ -230,7 +225,7 @@ def test_disk_full_answers_507_and_leaves_nothing(
     def no_space(fd: int, buffers: object, offset: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(upload, "_pwrite_all", no_space)
+    monkeypatch.setattr(writer, "_pwrite_all", no_space)
     r = gateway.client.post("/v1/jobs", files={"file": ("a.wav", wav_bytes(), "audio/wav")})
     assert r.status_code == 507, r.text
     assert r.json()["error"]["code"] == "insufficient_storage"
@@ -262,7 +257,7 @@ def test_redis_down_answers_503_and_leaves_nothing(
         assert gw.job_dirs() == []
         r = gw.client.get(f"/v1/jobs/{'0' * 32}")
         assert r.status_code == 503
-    assert redis_client.llen(QUEUE) == 0
+    assert queued_job_ids(redis_client, gw.settings) == []
 
 
 def test_broker_down_answers_503_and_forgets_the_job(api_settings: Settings, redis_client: redis.Redis) -> None:

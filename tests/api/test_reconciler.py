@@ -26,6 +26,7 @@ from celery import Celery
 from tests.api.conftest import Gateway, serve, wav_bytes
 from tests.api.test_results import TRANSCRIPT
 from whisperx_service.broker.celery_app import TRANSCRIBE_TASK, make_celery
+from whisperx_service.broker.kombu_redis import BrokerKeys, unacked_job_ids, waiting_job_ids
 from whisperx_service.config import ApiSettings, RetentionSettings, Settings
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.maintenance.reconciler import Sweep, sweep
@@ -99,9 +100,14 @@ def run_retention(settings: Settings, now_s: float) -> Retention:
     return asyncio.run(go())
 
 
-def queued_ids(r: redis.Redis) -> list[str]:
-    """Task ids (= job ids) of the messages waiting in the broker's queue list, oldest first."""
-    return [json.loads(m)["headers"]["id"] for m in reversed(r.lrange(QUEUE, 0, -1))]
+def queued_ids(r: redis.Redis, settings: Settings) -> list[str]:
+    """Task ids (= job ids) of the messages waiting in the broker's queue, oldest first."""
+    return waiting_job_ids(r, BrokerKeys.of(settings), QUEUE)
+
+
+def drop_queue(r: redis.Redis, settings: Settings) -> None:
+    """Lose every waiting message of the queue (as a Redis restarted from an older AOF would)."""
+    r.delete(*BrokerKeys.of(settings).queue(QUEUE))
 
 
 def die(store: JobStore, job_id: str, worker: str, max_attempts: int) -> int:
@@ -157,7 +163,7 @@ def test_reconciler_ends_a_capped_job_and_requeues_others_once(
     celery_app: Celery,
 ) -> None:
     capped, retry, alive = new_job(), new_job(), new_job()
-    redis_client.delete(QUEUE)  # the submitted messages were consumed by the (dead) workers
+    drop_queue(redis_client, rec_settings)  # the submitted messages were consumed by the (dead) workers
     for i in range(3):
         die(worker_store, capped, f"c{i}", 3)
     die(worker_store, retry, "r1", 3)
@@ -166,14 +172,14 @@ def test_reconciler_ends_a_capped_job_and_requeues_others_once(
     first = run_sweep(rec_settings, celery_app)
     assert first.ended == {capped: "failed"}
     assert first.requeued == [retry]
-    assert queued_ids(redis_client) == [retry]  # the capped job is not delivered again
+    assert queued_ids(redis_client, rec_settings) == [retry]  # the capped job is not delivered again
     assert gw.client.get(f"/v1/jobs/{capped}").json()["error"]["code"] == "worker_lost"
     assert final_json(rec_settings, capped)["error_code"] == "worker_lost"
     assert gw.client.get(f"/v1/jobs/{alive}").json()["status"] == "running"
 
     second = run_sweep(rec_settings, celery_app)  # the lease is still expired: no second copy yet
     assert (second.ended, second.requeued, second.queued_requeued) == ({}, [], [])
-    assert queued_ids(redis_client) == [retry]
+    assert queued_ids(redis_client, rec_settings) == [retry]
 
     # The re-enqueued copy claims the expired lease with attempt 2.
     assert worker_store.claim(retry, "r2", lease_s=60, max_attempts=3).attempt == 2
@@ -205,22 +211,22 @@ def test_queued_job_with_its_message_waiting_is_left_alone(
     job = new_job()
     out = run_sweep(rec_settings, celery_app, now_s=time.time() + 600)
     assert out.queued_requeued == []
-    assert queued_ids(redis_client) == [job]
+    assert queued_ids(redis_client, rec_settings) == [job]
 
 
 def test_queued_job_without_message_is_requeued_once(
     gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
 ) -> None:
     job = new_job()
-    redis_client.delete(QUEUE)  # the message is lost (e.g. Redis restarted from an older AOF)
+    drop_queue(redis_client, rec_settings)  # the message is lost (e.g. Redis restarted from an older AOF)
     assert run_sweep(rec_settings, celery_app).queued_requeued == []  # younger than the grace period
 
     t = time.time() + 2 * GRACE_S
     assert run_sweep(rec_settings, celery_app, now_s=t).queued_requeued == [job]
-    assert queued_ids(redis_client) == [job]
+    assert queued_ids(redis_client, rec_settings) == [job]
     assert run_sweep(rec_settings, celery_app, now_s=t + 1).queued_requeued == []
     assert run_sweep(rec_settings, celery_app, now_s=t + 10 * GRACE_S).queued_requeued == []  # message there
-    assert queued_ids(redis_client) == [job]
+    assert queued_ids(redis_client, rec_settings) == [job]
 
 
 def test_message_held_by_a_worker_counts_until_the_grace_period_passes(
@@ -231,13 +237,13 @@ def test_message_held_by_a_worker_counts_until_the_grace_period_passes(
     with celery_app.connection_for_read() as conn:
         q = conn.SimpleQueue(QUEUE, no_ack=False)
         msg = q.get(timeout=10)  # a worker took it: kombu moves it to `unacked`
-        assert msg.headers["id"] == job and redis_client.llen(QUEUE) == 0
-        assert redis_client.hlen("unacked") == 1
+        assert msg.headers["id"] == job and queued_ids(redis_client, rec_settings) == []
+        assert unacked_job_ids(redis_client, BrokerKeys.of(rec_settings)) == [job]
         # Delivered just now: in flight, its worker is about to claim it.
         assert run_sweep(rec_settings, celery_app).queued_requeued == []
         # Still unclaimed long after delivery: that worker died; send another copy.
         assert run_sweep(rec_settings, celery_app, now_s=time.time() + 2 * GRACE_S).queued_requeued == [job]
-        assert queued_ids(redis_client) == [job]
+        assert queued_ids(redis_client, rec_settings) == [job]
         msg.ack()
         q.close()
 
@@ -303,7 +309,7 @@ def test_rebuild_after_redis_lost_everything(
     assert (get(capped)["status"], get(capped)["attempt"], get(capped)["error"]["code"]) == ("failed", 3, "worker_lost")
     assert out.ended == {capped: "failed"}
     assert gw.client.get(f"/v1/jobs/{done}/result").json() == RESULT
-    assert sorted(queued_ids(redis_client)) == sorted([queued, running, capped])
+    assert sorted(queued_ids(redis_client, rec_settings)) == sorted([queued, running, capped])
     assert [f["type"] for _, f in worker_store.events(queued)] == ["restored"]
 
     # The lease of the restored running job is expired: the next claim resumes it with attempt 3.
@@ -312,7 +318,7 @@ def test_rebuild_after_redis_lost_everything(
 
     again = run_sweep(rec_settings, celery_app, now_s=time.time() + 2 * GRACE_S)
     assert again.rebuilt is None and again.requeued == [] and again.queued_requeued == []
-    assert sorted(queued_ids(redis_client)) == sorted([queued, running, capped])  # nothing sent twice
+    assert sorted(queued_ids(redis_client, rec_settings)) == sorted([queued, running, capped])  # nothing sent twice
 
 
 def test_rebuild_waits_for_a_manifest_written_just_now(
@@ -329,16 +335,16 @@ def test_rebuild_waits_for_a_manifest_written_just_now(
 
 
 def test_get_restores_a_job_redis_does_not_know(
-    gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis
+    gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings
 ) -> None:
     job = new_job()
     redis_client.flushdb()
     r = gw.client.get(f"/v1/jobs/{job}")
     assert r.status_code == 200, r.text
     assert (r.json()["id"], r.json()["status"]) == (job, "queued")
-    assert queued_ids(redis_client) == [job]
+    assert queued_ids(redis_client, rec_settings) == [job]
     assert gw.client.get(f"/v1/jobs/{job}").status_code == 200
-    assert queued_ids(redis_client) == [job]  # restored once, enqueued once
+    assert queued_ids(redis_client, rec_settings) == [job]  # restored once, enqueued once
     assert gw.client.get(f"/v1/jobs/{'0' * 32}").status_code == 404
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from whisperx_service.api.upload import clean_filename, media_type_allowed
+from whisperx_service.api.multipart_form import clean_filename, media_type_allowed
 
 
 @pytest.mark.parametrize(

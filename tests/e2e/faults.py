@@ -18,6 +18,7 @@ import psutil
 import redis
 
 from tests.e2e.conftest import Service
+from whisperx_service.broker.kombu_redis import BrokerKeys
 from whisperx_service.store.keys import Keys
 
 T = TypeVar("T")
@@ -38,6 +39,11 @@ def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, inter
 def redis_client(svc: Service) -> redis.Redis:
     """A client on the service's Redis database (strings decoded)."""
     return redis.Redis.from_url(svc.env["REDIS_URL"], decode_responses=True, socket_timeout=10)
+
+
+def broker_keys(svc: Service) -> BrokerKeys:
+    """The keys of the service's broker (kombu's, under its REDIS_KEY_PREFIX)."""
+    return BrokerKeys(f"{svc.env['REDIS_KEY_PREFIX']}:")
 
 
 def keys(svc: Service) -> Keys:

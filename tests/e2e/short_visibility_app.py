@@ -2,9 +2,9 @@
 
 A misconfiguration the settings refuse (the visibility timeout must exceed the task time limit):
 Redis then redelivers a task whose worker is still running it, 5 s after delivery. Workers load it
-with `-A tests.e2e.short_visibility_app`. Its unacknowledged-message bookkeeping lives under keys
-of its own (`<REDIS_KEY_PREFIX>:unacked...`), so its 5 s redelivery sweep touches no other test's
-messages in the shared Redis database; the sweep runs every second.
+with `-A tests.e2e.short_visibility_app`. Its broker keys carry the test's REDIS_KEY_PREFIX (kombu's
+`global_keyprefix`), so its 5 s redelivery sweep touches no other test's messages in the shared
+Redis database; the sweep runs every second.
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ VISIBILITY_TIMEOUT_S = 5
 
 ensure_runtime_env()
 _settings = get_settings()
-_prefix = _settings.redis.key_prefix
 app = make_celery(_settings)
 app.conf.broker_transport_options = {
     **app.conf.broker_transport_options,
     "visibility_timeout": VISIBILITY_TIMEOUT_S,
-    "unacked_key": f"{_prefix}:unacked",
-    "unacked_index_key": f"{_prefix}:unacked_index",
-    "unacked_mutex_key": f"{_prefix}:unacked_mutex",
     "unacked_restore_interval": 1,
     "unacked_restore_throttle": 1,
 }

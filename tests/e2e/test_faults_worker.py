@@ -28,6 +28,7 @@ from tests.e2e.faults import (
     TERMINAL,
     StatusWatcher,
     assert_forward_only,
+    broker_keys,
     checkpoints,
     chunk_done,
     job_hash,
@@ -42,6 +43,7 @@ from tests.e2e.faults import (
     worker_ready,
 )
 from tests.speech import long_script, make_conversation
+from whisperx_service.broker.kombu_redis import unacked_job_ids, waiting_job_ids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -241,7 +243,7 @@ def test_sigterm_hands_running_job_back(graceful: Service, audio: dict[str, Path
     assert log_lines(svc, "job_released", job)
     assert not log_lines(svc, "sigterm_not_remapped"), "the entry point remapped SIGTERM"
     with redis_client(svc) as r:
-        assert any(job in m for m in r.lrange(svc.env["WORKER_QUEUE"], 0, -1)), "its task message is back"
+        assert job in waiting_job_ids(r, broker_keys(svc), svc.env["WORKER_QUEUE"]), "its task message is back"
 
     t_start = time.monotonic()
     svc.start_worker()
@@ -292,8 +294,8 @@ def test_sigterm_job_finishes_within_soft_window(graceful: Service, audio: dict[
     assert ended_s < 40
     assert not [e for e in stream(svc, job) if e["type"] == "released"]
     with redis_client(svc) as r:
-        assert not any(job in m for m in r.lrange(svc.env["WORKER_QUEUE"], 0, -1)), "acknowledged, not requeued"
-        assert not any(job in m for m in r.hvals("unacked")), "acknowledged, not left unacked"
+        assert job not in waiting_job_ids(r, broker_keys(svc), svc.env["WORKER_QUEUE"]), "acknowledged, not requeued"
+        assert job not in unacked_job_ids(r, broker_keys(svc)), "acknowledged, not left unacked"
     svc.start_worker()  # leave a worker for the module's teardown
     print(f"\n[SIGTERM in window] job succeeded {ended_s:.1f} s after SIGTERM, attempt 1, not redelivered")
 

@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from whisperx_service.maintenance.reconciler import _task_id, queue_keys
+from whisperx_service.broker.kombu_redis import BrokerKeys
+from whisperx_service.broker.kombu_redis import task_id as _task_id
 from whisperx_service.maintenance.restore import read_stored_job
 from whisperx_service.storage.local import Storage, atomic_write_json
 
@@ -79,7 +80,8 @@ def test_result_without_final_is_succeeded_at_the_result_time(tmp_path: Path) ->
 
 
 def test_queue_keys_and_task_ids_follow_kombu() -> None:
-    assert queue_keys("q") == ["q", "q\x06\x163", "q\x06\x166", "q\x06\x169"]
+    assert BrokerKeys("wxs:").queue("q") == ["wxs:q", "wxs:q\x06\x163", "wxs:q\x06\x166", "wxs:q\x06\x169"]
+    assert (BrokerKeys("wxs:").unacked(), BrokerKeys("wxs:").unacked_index()) == ("wxs:unacked", "wxs:unacked_index")
     assert _task_id(json.dumps({"headers": {"id": JOB}, "properties": {}})) == JOB
     assert _task_id({"headers": {}, "properties": {"correlation_id": JOB}}) == JOB
     assert _task_id("not json") is None

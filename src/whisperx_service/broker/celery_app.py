@@ -12,7 +12,7 @@
   worker` sets it), SIGTERM starts Celery's cold shutdown with a soft phase: no new job is taken,
   the running job has `worker_soft_shutdown_timeout` (WORKER_SOFT_SHUTDOWN_S) seconds to finish,
   then it is stopped and handed back (its lease released, its message requeued) for the next
-  worker, which resumes it from the chunk checkpoints (see `tasks.hand_back`). Without the remap,
+  worker, which resumes it from the chunk checkpoints (see `worker/shutdown.py`). Without the remap,
   SIGTERM is Celery's warm shutdown, which waits for the job however long it runs.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from whisperx_service.broker.kombu_redis import transport_options
 from whisperx_service.config import Settings
 
 #: The one task name the gateway enqueues (task id = job id).
@@ -50,7 +51,7 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={TRANSCRIBE_TASK: {"queue": w.queue}},
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": w.visibility_timeout_s},
+        broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
     )
     app.wxs_settings = settings

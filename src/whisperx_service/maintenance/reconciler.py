@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
 import redis
-import redis.asyncio as aioredis
 import structlog
 from celery import Celery
-from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from whisperx_service.broker.celery_app import enqueue
+from whisperx_service.broker.kombu_redis import BrokerKeys, broker_job_ids
 from whisperx_service.config import Settings
 from whisperx_service.maintenance.restore import Rebuild, rebuild
 from whisperx_service.maintenance.retention import Retention, sweep_retention
@@ -72,49 +69,6 @@ class Sweep:
 def grace_s(settings: Settings) -> float:
     """Seconds a queued job may go without a task message in the broker (QUEUED_GRACE_SWEEPS sweeps)."""
     return QUEUED_GRACE_SWEEPS * max(settings.api.reconcile_interval_s, 1.0)
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu keeps a queue's waiting messages in: one per priority step."""
-    return [f"{queue}{Channel.sep}{p}" if p else queue for p in PRIORITY_STEPS]
-
-
-def _task_id(message: Any) -> str | None:
-    """The task id (= job id) of a kombu message (a dict, or its JSON)."""
-    try:
-        msg = json.loads(message) if isinstance(message, (bytes, str)) else message
-        task_id = msg.get("headers", {}).get("id") or msg.get("properties", {}).get("correlation_id")
-    except (ValueError, AttributeError):
-        return None
-    return task_id if isinstance(task_id, str) else None
-
-
-async def broker_job_ids(r: aioredis.Redis, queue: str, delivered_after_s: float) -> set[str]:
-    """Job ids whose task message the broker holds: waiting in `queue`, or delivered to a worker
-    at or after `delivered_after_s` (s since the epoch) and not acknowledged yet.
-
-    Reads kombu's Redis transport structures: the queue's lists (`queue_keys`), the hash
-    `unacked` (delivery tag -> JSON `[message, exchange, routing key]`) and the sorted set
-    `unacked_index` (delivery tag scored by delivery time, s). A message delivered earlier and
-    still unacknowledged belongs to a worker that died (or hangs) before claiming its job.
-    """
-    p = r.pipeline(transaction=False)
-    for key in queue_keys(queue):
-        p.lrange(key, 0, -1)
-    p.hgetall(Channel.unacked_key)
-    p.zrangebyscore(Channel.unacked_index_key, delivered_after_s, "+inf")
-    *lists, unacked, fresh = await p.execute()
-    ids = {i for messages in lists for i in map(_task_id, messages) if i}
-    fresh_tags = {t.decode() if isinstance(t, bytes) else t for t in fresh}
-    for tag, raw in unacked.items():
-        if (tag.decode() if isinstance(tag, bytes) else tag) in fresh_tags:
-            try:
-                task_id = _task_id(json.loads(raw)[0])
-            except (ValueError, IndexError, TypeError):
-                continue
-            if task_id:
-                ids.add(task_id)
-    return ids
 
 
 async def _write_final(jobs: AsyncJobStore, storage: Storage, job_id: str) -> None:
@@ -178,7 +132,7 @@ async def sweep(
         if h.get("status") == "queued" and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms
     ]
     if stale:
-        in_broker = await broker_job_ids(jobs.r, settings.worker.queue, now_s - grace)
+        in_broker = await broker_job_ids(jobs.r, BrokerKeys.of(settings), settings.worker.queue, now_s - grace)
         for job_id in stale:
             if job_id not in in_broker and await jobs.mark_requeued(job_id, now_ms, grace_ms):
                 await requeue(job_id)

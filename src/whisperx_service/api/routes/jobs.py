@@ -19,7 +19,8 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, SettingsDep, StorageDep
-from whisperx_service.api.upload import FILE_FIELD, NO_SPACE_ERRNOS, receive_upload
+from whisperx_service.api.multipart_form import FILE_FIELD
+from whisperx_service.api.upload import NO_SPACE_ERRNOS, receive_upload
 from whisperx_service.broker.celery_app import enqueue
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, new_job_id
 from whisperx_service.errors import (

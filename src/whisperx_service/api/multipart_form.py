@@ -1,0 +1,210 @@
+"""Multipart parser callbacks: the file part goes to a `SourceWriter`, option fields are collected.
+
+The first `SNIFF_BYTES` of the file are held back until libmagic has looked at them, so a file
+that is not audio or video is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import magic
+from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
+
+from whisperx_service.api.writer import SourceWriter
+from whisperx_service.domain.jobs import JobOptions
+from whisperx_service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+#: Name of the form part that carries the audio.
+FILE_FIELD = "file"
+#: Form fields accepted besides the file: exactly the `JobOptions` fields.
+OPTION_FIELDS = frozenset(JobOptions.model_fields)
+#: Bytes of the file libmagic looks at before anything is written.
+SNIFF_BYTES = 2048
+#: Media types (from libmagic) accepted besides every `audio/*` and `video/*`.
+ALLOWED_MEDIA_TYPES = frozenset(
+    {
+        "application/octet-stream",  # raw or unrecognised streams (ffprobe decides later)
+        "application/ogg",
+        "application/x-ogg",
+        "application/mp4",
+        "application/x-matroska",
+        "video/webm",
+        "application/vnd.rn-realmedia",
+    }
+)
+_MAX_FILENAME_CHARS = 255
+
+
+def clean_filename(raw: str | None) -> str | None:
+    """The client's file name as safe metadata: last path component, printable, at most 255 chars.
+
+    Returns None when nothing usable is left.
+    """
+    if not raw:
+        return None
+    base = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isprintable()).strip()
+    if cleaned in ("", ".", ".."):
+        return None
+    return cleaned[:_MAX_FILENAME_CHARS]
+
+
+def media_type_allowed(media_type: str) -> bool:
+    """True for audio/*, video/* and the container types in `ALLOWED_MEDIA_TYPES`."""
+    return media_type.startswith(("audio/", "video/")) or media_type in ALLOWED_MEDIA_TYPES
+
+
+@dataclass(eq=False)
+class FormReader:
+    """Parser callbacks: route the file part to disk and collect the small option fields.
+
+    Raises (from the callbacks, so from `MultipartParser.write`):
+        InvalidRequest: a part without a name, an unknown or repeated field, a field over
+            `max_field_bytes`, a value that is not UTF-8, invalid options.
+        PayloadTooLarge: the file part exceeds `max_file_bytes`.
+        UnsupportedMediaType: libmagic says the file is not audio or video.
+    """
+
+    tmp_path: Path
+    max_file_bytes: int
+    max_field_bytes: int
+    writer: SourceWriter | None = None
+    size: int = 0
+    filename: str | None = None
+    media_type: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    file_seen: bool = False
+    done: bool = False
+    _headers: dict[bytes, bytes] = field(default_factory=dict)
+    _hname: bytearray = field(default_factory=bytearray)
+    _hvalue: bytearray = field(default_factory=bytearray)
+    _part: str | None = None  # FILE_FIELD, an option name, or None between parts
+    _value: bytearray = field(default_factory=bytearray)
+    _sniff: bytearray | None = field(default_factory=bytearray)  # None once checked
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers.clear()
+        self._part = None
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._hname += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._hvalue += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._hname).lower()] = bytes(self._hvalue)
+        self._hname.clear()
+        self._hvalue.clear()
+
+    def _headers_finished(self) -> None:
+        disposition = self._headers.get(b"content-disposition", b"")
+        # latin-1 round-trips the raw bytes; names are decoded as UTF-8 below.
+        kind, params = parse_options_header(disposition.decode("latin-1"))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if kind != b"form-data" or not name:
+            raise InvalidRequest("every multipart part needs `Content-Disposition: form-data; name=...`")
+        if name == FILE_FIELD:
+            if self.file_seen:
+                raise InvalidRequest("more than one `file` part")
+            self.file_seen = True
+            raw_name = params.get(b"filename")
+            self.filename = clean_filename(raw_name.decode("utf-8", "replace") if raw_name else None)
+            parse_options(self.fields)  # refuse bad options sent before the file, before reading it
+            self.writer = SourceWriter(self.tmp_path)
+        elif name in OPTION_FIELDS:
+            if name in self.fields:
+                raise InvalidRequest(f"form field {name!r} given more than once")
+            self._value.clear()
+        else:
+            raise InvalidRequest(f"unknown form field {name[:64]!r}; expected `file` and job options")
+        self._part = name
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part == FILE_FIELD:
+            self._file_data(data, start, end)
+        elif self._part is not None:
+            if len(self._value) + end - start > self.max_field_bytes:
+                raise InvalidRequest(f"form field {self._part!r} is longer than {self.max_field_bytes} bytes")
+            self._value += data[start:end]
+
+    def _file_data(self, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        if n <= 0:
+            return
+        self.size += n
+        if self.size > self.max_file_bytes:
+            raise PayloadTooLarge(f"upload exceeds the limit of {self.max_file_bytes} bytes")
+        assert self.writer is not None
+        if self._sniff is None:
+            self.writer.append(memoryview(data)[start:end])
+            return
+        take = min(n, SNIFF_BYTES - len(self._sniff))
+        self._sniff += data[start : start + take]
+        if len(self._sniff) >= SNIFF_BYTES:
+            self._check_type()
+            if take < n:
+                self.writer.append(memoryview(data)[start + take : end])
+
+    def _check_type(self) -> None:
+        head = self._sniff
+        if head is None:
+            return
+        self._sniff = None
+        if not head:
+            return
+        self.media_type = str(magic.from_buffer(bytes(head), mime=True))
+        if not media_type_allowed(self.media_type):
+            raise UnsupportedMediaType(
+                f"the file looks like {self.media_type}, not audio or video",
+            )
+        assert self.writer is not None
+        self.writer.append(memoryview(head))
+
+    def _part_end(self) -> None:
+        if self._part == FILE_FIELD:
+            self._check_type()
+        elif self._part is not None:
+            try:
+                self.fields[self._part] = self._value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"form field {self._part!r} is not UTF-8") from None
+        self._part = None
+
+    def _end(self) -> None:
+        self.done = True
+
+
+def parse_options(fields: dict[str, str]) -> JobOptions:
+    """Validate the option fields (empty values mean 'not given').
+
+    Raises:
+        InvalidRequest: a value is malformed or values contradict each other.
+    """
+    try:
+        return JobOptions.model_validate({k: v for k, v in fields.items() if v.strip() != ""})
+    except ValidationError as e:
+        parts = []
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"])
+            parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
+        raise InvalidRequest("; ".join(parts)) from None
