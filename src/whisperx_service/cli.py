@@ -76,12 +76,12 @@ def prepare_command(models_dir: Path | None, test_models: bool) -> None:
 )
 def download_command(languages: tuple[str, ...], asr_model: str | None, timeout_s: float) -> None:
     """Fetch the Whisper model, wav2vec2 aligners and pyannote pipeline (needs internet, HF_TOKEN)."""
-    from whisperx_service.pipeline.models import prepare
+    from whisperx_service.pipeline.models import download
 
     settings = get_settings()
     langs = languages or ((settings.asr.language,) if settings.asr.language else ("en",))
     try:
-        fetched = prepare.download_models(settings, langs, asr_model=asr_model, timeout_s=timeout_s)
+        fetched = download.download_models(settings, langs, asr_model=asr_model, timeout_s=timeout_s)
     except ModelLoadFailed as exc:
         raise click.ClickException(exc.message) from exc
     for key, where in fetched.items():

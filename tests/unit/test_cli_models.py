@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from whisperx_service.cli import main
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.errors import ModelLoadFailed
-from whisperx_service.pipeline.models import prepare
+from whisperx_service.pipeline.models import download, prepare
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return {"asr": "/cache/whisper"}
 
     monkeypatch.setattr(prepare, "prepare_models", fake_prepare)
-    monkeypatch.setattr(prepare, "download_models", fake_download)
+    monkeypatch.setattr(download, "download_models", fake_download)
     return seen
 
 
@@ -93,7 +93,7 @@ def test_download_failure_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(settings: Settings, languages: Sequence[str] = ("en",), **kw: Any) -> dict[str, str]:
         raise ModelLoadFailed("cannot download Whisper model 'large-v3': the hub is unreachable")
 
-    monkeypatch.setattr(prepare, "download_models", offline)
+    monkeypatch.setattr(download, "download_models", offline)
     result = CliRunner().invoke(main, ["models", "download"])
     assert result.exit_code == 1
     assert "Whisper model 'large-v3'" in result.output

@@ -16,7 +16,8 @@ from whisperx_service.config import (
     Settings,
 )
 from whisperx_service.errors import ModelLoadFailed
-from whisperx_service.pipeline.models.prepare import COMPLETE_STAMP, download_models, prepare_models
+from whisperx_service.pipeline.models.download import download_models
+from whisperx_service.pipeline.models.prepare import COMPLETE_STAMP, prepare_models
 
 LAYOUT = [
     "offline-diarization/config.yaml",
