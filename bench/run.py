@@ -210,7 +210,7 @@ plan_s = time.perf_counter() - t
 time.sleep(0.05)
 growth0 = peak[0] - base0
 # Phase 2: the ASR pipeline loaded, then the VAD pass over the whole file (the ASR windows).
-from whisperx_service.pipeline.runner import asr_windows_of  # the ML stack: only now
+from whisperx_service.pipeline.plan import asr_windows_of  # the ML stack: only now
 from whisperx_service.worker.models import ModelCache
 settings = Settings(asr=AsrSettings(device=Device.cpu))
 asr = ModelCache(settings).asr()

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # The GPU worker: CUDA 12.8 + cuDNN 9 runtime, a uv-managed Python 3.11, the project with the
 # `worker` extra (WhisperX and the torch build it pins; PyPI's Linux torch wheels are CUDA 12.8
-# builds), ffmpeg for decoding, libmagic. One container per GPU, concurrency 1 (DESIGN.md 4).
+# builds), ffmpeg for decoding, libmagic. One container per GPU, concurrency 1 (docs/ARCHITECTURE.md).
 #
 #   docker build -f docker/worker.Dockerfile -t whisperx-service-worker .
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a local Redis if none answers at REDIS_URL (default redis://127.0.0.1:6379/0).
-# It runs with AOF persistence and noeviction (DESIGN.md section 3), data under $STORAGE_ROOT/redis.
+# It runs with AOF persistence and noeviction (docs/ARCHITECTURE.md), data under $STORAGE_ROOT/redis.
 # Prints the PID of a Redis it started (nothing when one was already answering).
 set -euo pipefail
 URL=${REDIS_URL:-redis://127.0.0.1:6379/0}

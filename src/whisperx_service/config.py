@@ -114,7 +114,7 @@ class RetentionSettings(BaseSettings):
 
 
 class ChunkSettings(BaseSettings):
-    """Long audio: decoded audio is processed in overlapping chunks (DESIGN.md section 5)."""
+    """Long audio: decoded audio is processed in overlapping chunks (docs/ARCHITECTURE.md)."""
 
     model_config = _group("CHUNK_")
 
@@ -200,7 +200,7 @@ class ModelsSettings(BaseSettings):
 
 
 class WorkerSettings(BaseSettings):
-    """Celery worker; see DESIGN.md section 4 for why each value is what it is."""
+    """Celery worker; see docs/ARCHITECTURE.md for why each value is what it is."""
 
     model_config = _group("WORKER_")
 

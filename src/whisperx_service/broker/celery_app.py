@@ -1,4 +1,4 @@
-"""The Celery app factory, configured for long GPU jobs on a Redis broker (DESIGN.md section 4).
+"""The Celery app factory, configured for long GPU jobs on a Redis broker (docs/ARCHITECTURE.md).
 
 - `task_acks_late` + `task_reject_on_worker_lost`: a job whose worker dies is redelivered,
   not lost; the job's lease and attempt number stop a redelivered copy from working twice.

@@ -1,1 +1,1 @@
-"""domain package."""
+"""What the service is about, without I/O: jobs (status, stages, options, record), events, the transcript."""

@@ -38,8 +38,8 @@ class Stage(StrEnum):
     merge = "merge"  # speakers to words, segments split at speaker turns, result written
 
 
-#: Share of the job's 0-100 % each stage takes; measured on CPU (MODELS.md: diarization is the
-#: slowest stage, transcription next). Sums to 100.
+#: Share of the job's 0-100 % each stage takes, after the stages' cost on CPU (docs/MODELS.md:
+#: diarization is the slowest stage, transcription next). Sums to 100.
 STAGE_WEIGHTS: dict[Stage, float] = {
     Stage.decode: 5.0,
     Stage.transcribe: 40.0,

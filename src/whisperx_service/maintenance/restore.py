@@ -1,4 +1,4 @@
-"""Rebuild jobs in Redis from storage, which is the record (DESIGN.md section 3).
+"""Rebuild jobs in Redis from storage, which is the record (docs/ARCHITECTURE.md).
 
 When Redis lost its data (restarted empty), every job directory with a manifest (`job.json`)
 becomes a job hash again, with these rules:

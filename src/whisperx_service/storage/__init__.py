@@ -1,1 +1,1 @@
-"""storage package."""
+"""Job files on shared storage (the record): source, manifest, checkpoints, result; atomic writes."""

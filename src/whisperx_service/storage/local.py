@@ -81,7 +81,7 @@ class Storage:
         """Record the job's terminal state atomically, after the Redis transition to it succeeded.
 
         Skipped (no error) when the job's directory is gone (purged). Storage is the record
-        (DESIGN.md section 3): the reconciler rebuilds a lost Redis job hash from `job.json` and this.
+        (docs/ARCHITECTURE.md): the reconciler rebuilds a lost Redis job hash from `job.json` and this.
 
         Raises:
             OSError: the write failed.

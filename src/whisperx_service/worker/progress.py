@@ -21,7 +21,7 @@ class ProgressPublisher:
     """Maps stage progress into job percent and publishes it, throttled, fenced by attempt.
 
     Publishes at every stage or chunk start, then when the job percent rose by >= 1 and at least
-    `min_interval_s` passed (DESIGN.md section 6: about one event per second or per percent).
+    `min_interval_s` passed (docs/ARCHITECTURE.md: about one event per second or per percent).
     Each event carries `chunk`, `chunks` and `eta_s`: the remaining time estimated from the rate
     of progress made by this attempt so far (work reused from checkpoints does not count).
 

@@ -1,1 +1,1 @@
-"""api/routes package."""
+"""The routes, one module per resource: jobs, events (SSE), results, health and metrics."""

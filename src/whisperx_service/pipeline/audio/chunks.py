@@ -1,4 +1,4 @@
-"""Plan the windows a long recording is processed in (DESIGN.md section 5).
+"""Plan the windows a long recording is processed in (docs/ARCHITECTURE.md).
 
 The decoded audio (16 kHz mono int16 PCM on disk, `pipeline.audio`) is cut into chunks of at most
 `CHUNK_BYTES` of decoded audio; consecutive chunks overlap by about `CHUNK_OVERLAP_S` seconds so

@@ -40,8 +40,8 @@ from whisperx.vads.vad import Vad
 from whisperx_service.config import SAMPLE_RATE
 from whisperx_service.pipeline.audio.pcm import read_window
 
-#: Absolute block length (s) the VAD runs on, whatever the file's length. 5 min: 19 MB of float32,
-#: and with pyannote the VAD pass's peak RSS growth measured 165 MB (10 min: 219 MB), at the same speed.
+#: Absolute block length (s) the VAD runs on, whatever the file's length. 5 min is 19 MB of float32;
+#: the VAD pass's peak memory growth is `rss_growth_asr_windows_mib` in bench/results.json (`make bench`).
 VAD_BLOCK_S = 300.0
 #: Seconds of audio read before and after each block, so regions near a block's edges see the same
 #: context as anywhere else (pyannote's segmentation window is 10 s; Silero's state settles in < 1 s).

@@ -193,9 +193,9 @@ def load_asr(settings: Settings, language: str | None = None) -> FasterWhisperPi
     return pipeline
 
 
-#: Sliding windows per batch of the pyannote VAD on CPU (pyannote's default is 32). Measured here
-#: (20 min of audio, 300 s blocks): 8 is as fast as 32 on 2 cores and takes ~100 MB less working
-#: memory (each 10 s window's SincNet activations are ~17 MB of float32).
+#: Sliding windows per batch of the pyannote VAD on CPU (pyannote's default is 32): on CPU a
+#: larger batch is no faster, and each 10 s window's SincNet activations are ~17 MB of float32, so 8
+#: takes ~100 MB less working memory than 32.
 CPU_VAD_BATCH_SIZE = 8
 
 

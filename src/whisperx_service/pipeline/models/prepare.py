@@ -47,8 +47,8 @@ BUNDLE_VERSION = "2"
 TINY_W2V2_DIR = "w2v2-tiny-random-en"
 #: File written last into each finished part.
 COMPLETE_STAMP = ".complete"
-#: Agglomerative clustering threshold (cosine distance) for Resemblyzer embeddings, tuned on this
-#: machine (MODELS.md: DER 6.0 % on pyannote's sample call with num_speakers=2).
+#: Agglomerative clustering threshold (cosine distance) for Resemblyzer embeddings; with it,
+#: pyannote's sample call diarizes at DER 6.0 % with num_speakers=2 (docs/MODELS.md).
 CLUSTERING_THRESHOLD = 0.5
 #: Segmentation binarisation threshold that pyannote/speaker-diarization 2.1 used with this
 #: (non-powerset) segmentation model.

@@ -1,4 +1,4 @@
-"""Link the speakers of separately diarized chunks into global speakers (DESIGN.md section 5).
+"""Link the speakers of separately diarized chunks into global speakers (docs/ARCHITECTURE.md).
 
 Each chunk's diarization names its speakers locally (`SPEAKER_00` of chunk 3 need not be
 `SPEAKER_00` of chunk 4). Its pipeline also returns one centroid embedding per local speaker
@@ -24,7 +24,7 @@ config.yaml) clusters Resemblyzer GE2E embeddings with pyannote's centroid linka
 0.5. Centroid linkage works on unit vectors with the *Euclidean* metric, and for unit vectors
 `|u - v|^2 = 2 (1 - cos)`, so that 0.5 is a cosine distance of 0.5^2 / 2 = 0.125: two speakers
 inside a chunk stay apart when their centroids are farther than that. Linking across chunks uses
-the same bar. Measured here by diarizing parts of the test audio with that pipeline
+the same bar. Diarizing parts of the test audio with that pipeline
 (`return_embeddings=True`): pyannote's real two-speaker sample call cut in two halves gives
 same-speaker centroid distances 0.066 and 0.080 and different-speaker distances 0.155-0.203; the
 espeak-ng conversation of tests/speech.py in three parts gives 0.030-0.052 (same voice) and

@@ -1,4 +1,4 @@
-"""Merge the results of overlapping chunks into one timeline (DESIGN.md section 5).
+"""Merge the results of overlapping chunks into one timeline (docs/ARCHITECTURE.md).
 
 Every chunk was transcribed, aligned and diarized on its own; its words and turns carry
 **absolute** times (seconds from the audio's start). Consecutive chunks k and k+1 both cover the
@@ -59,7 +59,7 @@ from whisperx_service.pipeline.audio.chunks import Chunk
 #: Fraction of the overlap, centred on its midpoint, searched for a common pause.
 SEARCH_FRACTION = 0.5
 #: Two copies of a word (one per chunk) are the same word when their centres are at most this many
-#: seconds apart. Word times from two alignment runs differ by about 0.1 s (MODELS.md: median
+#: seconds apart. Word times from two alignment runs differ by about 0.1 s (docs/MODELS.md: median
 #: boundary error 0.07-0.13 s); 1 s also absorbs a Whisper timestamp that slipped by a word.
 MATCH_TOLERANCE_S = 1.0
 #: A chunk with fewer than this share of the other chunk's words inside an overlap lost speech there.
