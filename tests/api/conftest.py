@@ -135,7 +135,7 @@ def gateway(api_settings: Settings, celery_app: Celery) -> Iterator[Gateway]:
 @pytest.fixture
 def worker_store(redis_client: redis.Redis, api_settings: Settings) -> JobStore:
     """The worker's sync store on the test Redis, to play the worker's part."""
-    return JobStore(redis_client, Keys(api_settings.redis.key_prefix))
+    return JobStore(redis_client, Keys.of(api_settings))
 
 
 @pytest.fixture

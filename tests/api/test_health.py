@@ -31,14 +31,14 @@ def test_readyz_needs_a_worker_heartbeat(gateway: Gateway, redis_client: redis.R
     r = gateway.client.get("/readyz")
     assert r.status_code == 503
     assert r.json() == {"status": "not_ready", "checks": {"redis": True, "storage": True, "workers": 0}}
-    heartbeat(redis_client, Keys(gateway.settings.redis.key_prefix), "worker-1@host")
+    heartbeat(redis_client, Keys.of(gateway.settings), "worker-1@host")
     r = gateway.client.get("/readyz")
     assert r.status_code == 200
     assert r.json() == {"status": "ready", "checks": {"redis": True, "storage": True, "workers": 1}}
 
 
 def test_readyz_ignores_stale_heartbeats(gateway: Gateway, redis_client: redis.Redis) -> None:
-    keys = Keys(gateway.settings.redis.key_prefix)
+    keys = Keys.of(gateway.settings)
     stale = 3 * gateway.settings.worker.heartbeat_s + 5
     redis_client.zadd(keys.workers(), {"old-worker": time.time() - stale})
     assert gateway.client.get("/readyz").json()["checks"]["workers"] == 0

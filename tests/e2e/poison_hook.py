@@ -41,6 +41,6 @@ def _poison(task_id: str | None = None, task: Task | None = None, **_: Any) -> N
         return
     settings: Settings = task.app.wxs_settings
     client = redis.Redis.from_url(settings.redis.url, socket_timeout=5)
-    key = Keys(settings.redis.key_prefix).job(task_id)
+    key = Keys.of(settings).job(task_id)
     if MARK in (client.hget(key, "filename") or b"").decode():
         threading.Thread(target=_kill_when_claimed, args=(client, key), daemon=True, name="poison").start()

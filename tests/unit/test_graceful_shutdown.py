@@ -29,7 +29,7 @@ def _new_job(settings: Settings) -> str:
 
     async def create() -> None:
         client = aioredis.Redis.from_url(settings.redis.url)
-        keys = Keys(settings.redis.key_prefix)
+        keys = Keys.of(settings)
         await AsyncJobStore(client, keys).create(job_id, JobOptions(), filename="a.wav", size_bytes=10)
         await client.aclose()
 
@@ -39,7 +39,7 @@ def _new_job(settings: Settings) -> str:
 
 @pytest.fixture
 def store(settings: Settings, redis_client: redis.Redis) -> JobStore:
-    return JobStore(redis_client, Keys(settings.redis.key_prefix))
+    return JobStore(redis_client, Keys.of(settings))
 
 
 def test_release_ends_the_lease_now_and_the_next_claim_takes_it(store: JobStore, settings: Settings) -> None:

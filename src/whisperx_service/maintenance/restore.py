@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from whisperx_service.domain.jobs import JobOptions, JobStatus
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
-from whisperx_service.store.records import new_job_hash
+from whisperx_service.store.records import iso_to_ms, new_job_hash
 
 log = structlog.get_logger(__name__)
 
@@ -86,15 +86,6 @@ def _read_json(path: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _iso_to_ms(value: object) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return int(datetime.fromisoformat(value).timestamp() * 1000)
-    except ValueError:
-        return None
-
-
 def _checkpoint_attempt(storage: Storage, job_id: str) -> int:
     """The highest `attempt` written into the job's chunk checkpoints (0 when there are none)."""
     best = 0
@@ -126,7 +117,7 @@ def read_stored_job(storage: Storage, job_id: str, now_ms: int) -> StoredJob | N
         manifest_mtime = manifest_path.stat().st_mtime
     except (ValidationError, OSError):
         return None
-    created_ms = _iso_to_ms(manifest.get("created_at")) or int(manifest_mtime * 1000)
+    created_ms = iso_to_ms(manifest.get("created_at")) or int(manifest_mtime * 1000)
     size = manifest.get("size_bytes")
     h = new_job_hash(
         job_id,
@@ -136,7 +127,7 @@ def read_stored_job(storage: Storage, job_id: str, now_ms: int) -> StoredJob | N
         created_ms=created_ms,
     )
     created_at = manifest.get("created_at")
-    if isinstance(created_at, str) and _iso_to_ms(created_at):
+    if isinstance(created_at, str) and iso_to_ms(created_at):
         h["created_at"] = created_at  # the manifest's time, as the gateway wrote it
     else:
         h["created_at"] = datetime.fromtimestamp(created_ms / 1000, UTC).isoformat()
@@ -145,7 +136,7 @@ def read_stored_job(storage: Storage, job_id: str, now_ms: int) -> StoredJob | N
     finished_ms: int | None = None
     if final is not None and final.get("status") in {s.value for s in JobStatus if s.terminal}:
         attempt = max(attempt, int(final.get("attempt") or 0))
-        finished_ms = _iso_to_ms(final.get("finished_at")) or now_ms
+        finished_ms = iso_to_ms(final.get("finished_at")) or now_ms
         h.update(status=str(final["status"]), finished_at=datetime.fromtimestamp(finished_ms / 1000, UTC).isoformat())
         if final["status"] == JobStatus.succeeded:
             h["percent"] = "100"

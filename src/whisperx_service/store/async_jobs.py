@@ -52,7 +52,7 @@ class AsyncJobStore:
     @classmethod
     def from_settings(cls, client: aioredis.Redis, settings: Settings) -> AsyncJobStore:
         """A store on `client` with REDIS_KEY_PREFIX and REDIS_EVENTS_MAXLEN."""
-        return cls(client, Keys(settings.redis.key_prefix), events_maxlen=settings.redis.events_maxlen)
+        return cls(client, Keys.of(settings), events_maxlen=settings.redis.events_maxlen)
 
     def __init__(self, client: aioredis.Redis, keys: Keys, *, events_maxlen: int = 10_000) -> None:
         self.r = client

@@ -57,7 +57,7 @@ class JobStore:
             redis_kwargs: passed to `redis.Redis.from_url` (timeouts, health checks).
         """
         client = redis.Redis.from_url(settings.redis.url, **redis_kwargs)
-        return cls(client, Keys(settings.redis.key_prefix), events_maxlen=settings.redis.events_maxlen)
+        return cls(client, Keys.of(settings), events_maxlen=settings.redis.events_maxlen)
 
     def __init__(self, client: redis.Redis, keys: Keys, *, events_maxlen: int = 10_000) -> None:
         self.r = client

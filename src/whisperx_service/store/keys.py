@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from whisperx_service.config import Settings
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key builder bound to a prefix (`REDIS_KEY_PREFIX`, default `wxs`)."""
 
     prefix: str = "wxs"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        """The keys of this deployment (REDIS_KEY_PREFIX)."""
+        return cls(settings.redis.key_prefix)
 
     def job(self, job_id: str) -> str:
         """Hash: the job's state (status, stage, percent, attempt, lease, times, error)."""

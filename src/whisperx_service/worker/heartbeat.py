@@ -29,7 +29,7 @@ _beat_stop = threading.Event()
 def beat_loop(settings: Settings, name: str, stop: threading.Event) -> None:
     """Record `name` alive every WORKER_HEARTBEAT_S until `stop` is set, then remove it. Never raises."""
     client = redis.Redis.from_url(settings.redis.url)
-    keys = Keys(settings.redis.key_prefix)
+    keys = Keys.of(settings)
     while True:
         try:
             heartbeat(client, keys, name)
