@@ -49,8 +49,8 @@ def configure_logging(settings: Settings) -> None:
         ],
     )
     # The process's real stderr: a Celery worker replaces `sys.stderr` with a proxy that logs what
-    # is written to it, and a root handler writing there would feed itself (Celery drops those
-    # records: the worker's own lines and everything its later pool processes log were lost).
+    # is written to it, and a root handler writing there would feed itself (Celery drops such
+    # records, so the worker's own lines and its pool processes' lines would be lost).
     handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
