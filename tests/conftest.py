@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from whisperx_service.config import (
+    AuthSettings,
     LimitsSettings,
     ModelsSettings,
     RedisSettings,
@@ -90,6 +91,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def settings(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Settings:
     """Settings for one test: flushed Redis database, storage in a temp directory."""
     return Settings(
+        auth=AuthSettings(enabled=False),  # the access-control tests turn it on
         redis=RedisSettings(url=redis_url),
         storage=StorageSettings(root=tmp_path / "storage"),
         limits=LimitsSettings(max_upload_bytes=50 * 1024 * 1024),

@@ -4,6 +4,10 @@
     whisperx-service worker                   one Celery worker (WORKER_CONCURRENCY processes)
     whisperx-service models prepare [--models-dir DIR] [--no-test-models]
     whisperx-service models download [--language en ...] [--asr-model NAME]
+    whisperx-service keys create NAME [--admin] [--max-queued N] [--max-running N]
+                                      [--max-audio-hours-per-day H] [--max-storage-gb G] [--json]
+    whisperx-service keys list [--json]
+    whisperx-service keys revoke NAME_OR_ID
 
 Defaults come from `get_settings()` (environment and `.env`). Heavy libraries are imported only by
 the subcommand that needs them.
@@ -11,13 +15,18 @@ the subcommand that needs them.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from whisperx_service.config import get_settings
 from whisperx_service.errors import ModelLoadFailed
+
+if TYPE_CHECKING:
+    from whisperx_service.access.keys import KeyRegistry
 
 
 @click.group()
@@ -93,12 +102,101 @@ def download_command(languages: tuple[str, ...], asr_model: str | None, timeout_
 main.add_command(models)
 
 
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys (records under STORAGE_ROOT/keys, copied to Redis)."""
+
+
+def _registry() -> KeyRegistry:
+    from whisperx_service.access.keys import KeyRegistry
+
+    return KeyRegistry(get_settings())
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Sees and manages every job; may read /metrics.")
+@click.option("--max-queued", type=click.IntRange(min=0), default=None, help="Jobs waiting at once.")
+@click.option("--max-running", type=click.IntRange(min=0), default=None, help="Jobs running at once.")
+@click.option(
+    "--max-audio-hours-per-day", type=click.FloatRange(min=0), default=None, help="Audio hours per rolling 24 h."
+)
+@click.option("--max-storage-gb", type=click.FloatRange(min=0), default=None, help="GB of uploads kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print {id, name, key, admin, quotas} as JSON.")
+def keys_create(
+    name: str,
+    admin: bool,
+    max_queued: int | None,
+    max_running: int | None,
+    max_audio_hours_per_day: float | None,
+    max_storage_gb: float | None,
+    as_json: bool,
+) -> None:
+    """Create a key; prints the key alone on one line (it is shown only this once)."""
+    from whisperx_service.access.keys import KeyAdminError
+    from whisperx_service.domain.keys import Quotas
+
+    quotas = Quotas(
+        max_queued=max_queued,
+        max_running=max_running,
+        max_audio_hours_per_day=max_audio_hours_per_day,
+        max_storage_gb=max_storage_gb,
+    )
+    try:
+        key, secret = _registry().create(name, admin=admin, quotas=quotas)
+    except KeyAdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        out = {"id": key.id, "name": key.name, "key": secret, "admin": key.admin, **quotas.model_dump()}
+        click.echo(json.dumps(out))
+    else:
+        click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of records.")
+def keys_list(as_json: bool) -> None:
+    """Every key (never its secret): id, name, admin, quotas, created, revoked."""
+    found = _registry().list()
+    if as_json:
+        click.echo(json.dumps([k.public() for k in found]))
+        return
+    for k in found:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        quotas = " ".join(f"{n}={v:g}" for n, v in k.quotas.model_dump().items() if v is not None)
+        click.echo(f"{k.id}  {k.name:<24} {'admin' if k.admin else 'user ':<5}  {state:<22} {quotas}".rstrip())
+
+
+@keys.command("revoke")
+@click.argument("name_or_id")
+def keys_revoke(name_or_id: str) -> None:
+    """Revoke a key: every gateway refuses it from its next request on."""
+    from whisperx_service.access.keys import KeyAdminError
+
+    try:
+        key = _registry().revoke(name_or_id)
+    except KeyAdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {key.id} ({key.name})")
+
+
+main.add_command(keys)
+
+
 @main.command("api")
 def api_command() -> None:
-    """Run the HTTP gateway (uvicorn, one process) on API_HOST:API_PORT."""
+    """Run the HTTP gateway (uvicorn, one process) on API_HOST:API_PORT.
+
+    On the first start with AUTH_ENABLED, an admin key is created and written to
+    STORAGE_ROOT/admin.key (mode 0600).
+    """
     import uvicorn
 
     settings = get_settings()
+    if settings.auth.enabled:
+        made = _registry().ensure_admin_key()
+        if made is not None:
+            click.echo(f"created an admin API key; it is in {made} (mode 0600)", err=True)
     uvicorn.run(
         "whisperx_service.api.app:app_factory",
         factory=True,

@@ -59,13 +59,33 @@ class ApiSettings(BaseSettings):
 
     model_config = _group("API_")
 
-    host: str = "0.0.0.0"
+    host: str = Field("127.0.0.1", description="Address to bind; expose it behind a TLS reverse proxy")
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("", description="Base URL used in links; empty = relative links")
     sse_ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive pings")
     sse_block_ms: int = Field(5000, gt=0, description="XREAD BLOCK time per poll of the event stream (ms)")
     reconcile_interval_s: float = Field(
         15.0, ge=0, description="Seconds between reconciler sweeps (re-enqueue jobs whose lease expired); 0 = off"
+    )
+    docs_enabled: bool = Field(True, description="Serve the OpenAPI schema and docs (/docs, /openapi.json)")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], description="Host headers accepted (comma-separated JSON list); * = any"
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = none")
+
+
+class AuthSettings(BaseSettings):
+    """Access control: API keys on every route but /healthz and /readyz, and request rate limits."""
+
+    model_config = _group("AUTH_")
+
+    enabled: bool = Field(True, description="Require an API key; may be off only when API_HOST is a loopback address")
+    failures_limit: str = Field(
+        "20/minute", description="Failed authentications allowed per client address (`limits` notation)"
+    )
+    key_rate_limit: str = Field("600/minute", description="Requests allowed per API key (`limits` notation)")
+    address_rate_limit: str = Field(
+        "1200/minute", description="Requests allowed per client address (`limits` notation)"
     )
 
 
@@ -263,6 +283,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     api: ApiSettings = _default(ApiSettings)
+    auth: AuthSettings = _default(AuthSettings)
     redis: RedisSettings = _default(RedisSettings)
     storage: StorageSettings = _default(StorageSettings)
     limits: LimitsSettings = _default(LimitsSettings)

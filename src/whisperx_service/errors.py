@@ -4,6 +4,8 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
 
     ServiceError                        500 internal_error       base; also an unexpected failure
      ├── InternalError                  500 internal_error       something failed that should not have
+     ├── Unauthorized                   401 unauthorized         no key, a malformed, unknown or revoked key
+     ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
      ├── RouteNotFound                  404 not_found            no such route
      ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
@@ -15,6 +17,8 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── InvalidRequest                 422 invalid_request      bad form field, query or header
      │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
      │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
+     ├── QuotaExceeded                  429 quota_exceeded       a per-key quota is used up (the message names it)
+     ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
      ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
      ├── ServiceUnavailable             503 service_unavailable  Redis or the broker does not answer
      ├── InsufficientStorage            507 insufficient_storage the disk is full
@@ -47,6 +51,8 @@ class ServiceError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        #: HTTP headers the answer carries (e.g. `WWW-Authenticate`, `Retry-After`).
+        self.headers: dict[str, str] = {}
 
     def to_dict(self) -> dict[str, str]:
         """The error body: `{"code": ..., "message": ...}`."""
@@ -55,6 +61,24 @@ class ServiceError(Exception):
 
 class InternalError(ServiceError):
     """Something failed that should not have; the details are in the gateway's log."""
+
+
+class Unauthorized(ServiceError):
+    """No API key, or a malformed, unknown or revoked one; the answer asks for a Bearer key."""
+
+    code = "unauthorized"
+    http_status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class AdminOnly(ServiceError):
+    """The route (`/metrics`) or filter (`?owner=`) needs an admin key."""
+
+    code = "admin_only"
+    http_status = 403
 
 
 class RouteNotFound(ServiceError):
@@ -130,6 +154,31 @@ class InvalidCursor(InvalidRequest):
     """The list cursor is not one this service returned."""
 
     code = "invalid_cursor"
+
+
+class QuotaExceeded(ServiceError):
+    """A per-key quota is used up; `quota` names it, `retry_after_s` says when to try again."""
+
+    code = "quota_exceeded"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, quota: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.headers["Retry-After"] = str(max(1, retry_after_s))
+
+
+class RateLimited(ServiceError):
+    """Too many requests, or failed authentications, from one key or address."""
+
+    code = "rate_limited"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(max(1, retry_after_s))
 
 
 class ResultMissing(ServiceError):

@@ -19,11 +19,12 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"domain"},
     "store": {"config", "domain"},
     "broker": {"config"},
+    "access": {"config", "domain", "errors", "storage", "store"},
     "pipeline": {"config", "domain", "errors", "storage", "transcripts"},
     "maintenance": {"broker", "config", "domain", "errors", "logs", "storage", "store"},
-    "api": {"broker", "config", "domain", "errors", "logs", "maintenance", "storage", "store", "transcripts"},
+    "api": {"access", "broker", "config", "domain", "errors", "logs", "maintenance", "storage", "store", "transcripts"},
     "worker": {"broker", "config", "domain", "errors", "logs", "pipeline", "storage", "store", "transcripts"},
-    "cli": {"config", "errors", "pipeline", "worker", "api"},
+    "cli": {"access", "api", "config", "domain", "errors", "pipeline", "worker"},
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,8 +21,12 @@ from celery import Celery
 from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from whisperx_service.access.keys import KeyResolver
+from whisperx_service.access.limits import RequestLimiter
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.routes import events, health, jobs, results
 from whisperx_service.config import Settings, get_settings
@@ -60,8 +65,14 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         celery: the Celery app to enqueue with; None = `make_celery(settings)` at startup.
     Returns:
         The FastAPI app; its lifespan connects Redis and fills `app.state`
-        (settings, redis, jobs, storage, celery, sse_clients).
+        (settings, redis, jobs, storage, celery, keys, limiter, sse_clients).
+    Raises:
+        ValueError: AUTH_ENABLED is false and API_HOST is not a loopback address.
     """
+    if not settings.auth.enabled and not is_loopback(settings.api.host):
+        raise ValueError(
+            f"AUTH_ENABLED=false is allowed only on a loopback address, not API_HOST={settings.api.host!r}"
+        )
     configure_logging(settings)
     init_sentry(settings)
 
@@ -79,6 +90,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         app.state.redis = client
         app.state.jobs = AsyncJobStore.from_settings(client, settings)
         app.state.storage = Storage(settings.storage.root)
+        app.state.keys = KeyResolver(client, settings)
+        app.state.limiter = RequestLimiter(settings, client)
         if celery is None:
             from whisperx_service.broker.celery_app import make_celery
 
@@ -106,14 +119,37 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         summary="Speech-to-text jobs: streamed uploads, live progress over SSE, results as JSON/SRT/VTT/TXT/TSV.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url="/docs" if settings.api.docs_enabled else None,
+        redoc_url="/redoc" if settings.api.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.api.docs_enabled else None,
     )
     app.state.settings = settings
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After"],
+        )
+    if settings.api.allowed_hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.allowed_hosts)
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
     for module in (jobs, events, results, health):
         app.include_router(module.router)
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def app_factory() -> FastAPI:

@@ -10,6 +10,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Path, Request
 
+from whisperx_service.access.keys import KeyResolver
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import is_job_id
 from whisperx_service.errors import JobNotFound
@@ -41,6 +42,12 @@ def get_celery(request: Request) -> Celery:
     return celery
 
 
+def get_keys(request: Request) -> KeyResolver:
+    """The API key lookup (Redis, falling back to storage)."""
+    keys: KeyResolver = request.app.state.keys
+    return keys
+
+
 def valid_job_id(job_id: Annotated[str, Path(description="Job id (32 lowercase hex characters)")]) -> str:
     """The job id from the path, if it can be one.
 
@@ -57,3 +64,4 @@ JobsDep = Annotated[AsyncJobStore, Depends(get_jobs)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 JobIdDep = Annotated[str, Depends(valid_job_id)]
+KeysDep = Annotated[KeyResolver, Depends(get_keys)]

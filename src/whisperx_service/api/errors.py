@@ -63,7 +63,7 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     if exc.http_status >= 500:
         log.warning("request_failed", code=exc.code, message=exc.message)
-    return error_response(exc, exc.message)
+    return error_response(exc, exc.message, headers=exc.headers or None)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

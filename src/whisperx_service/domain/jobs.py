@@ -9,6 +9,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from whisperx_service.domain.keys import KeyOwner
+
 
 class JobStatus(StrEnum):
     """Lifecycle of a job. It only moves forward: queued -> running -> one terminal status."""
@@ -171,6 +173,7 @@ class JobRecord(BaseModel):
     options: JobOptions = Field(default_factory=JobOptions)
     error: JobError | None = None
     cancel_requested: bool = Field(False, description="DELETE asked this running job to stop; it ends `cancelled`")
+    owner: KeyOwner | None = Field(None, description="The API key that created the job (None when auth is off)")
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> JobRecord:
@@ -199,5 +202,6 @@ class JobRecord(BaseModel):
             "options": JobOptions.model_validate_json(h["options"]) if opt("options") else JobOptions(),
             "error": {"code": h["error_code"], "message": h.get("error_message", "")} if opt("error_code") else None,
             "cancel_requested": h.get("cancel_requested") == "1",
+            "owner": {"id": h["owner_id"], "name": h.get("owner_name", "")} if opt("owner_id") else None,
         }
         return cls.model_validate(data)

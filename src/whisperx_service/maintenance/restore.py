@@ -30,6 +30,7 @@ import structlog
 from pydantic import ValidationError
 
 from whisperx_service.domain.jobs import JobOptions, JobStatus
+from whisperx_service.domain.keys import KeyOwner
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.records import iso_to_ms, new_job_hash
@@ -86,6 +87,16 @@ def _read_json(path: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _owner(value: object) -> KeyOwner | None:
+    """The manifest's `owner` ({id, name} of the key that created the job), when well formed."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return KeyOwner.model_validate(value)
+    except ValidationError:
+        return None
+
+
 def _checkpoint_attempt(storage: Storage, job_id: str) -> int:
     """The highest `attempt` written into the job's chunk checkpoints (0 when there are none)."""
     best = 0
@@ -125,6 +136,7 @@ def read_stored_job(storage: Storage, job_id: str, now_ms: int) -> StoredJob | N
         filename=manifest.get("filename") if isinstance(manifest.get("filename"), str) else None,
         size_bytes=size if isinstance(size, int) else 0,
         created_ms=created_ms,
+        owner=_owner(manifest.get("owner")),
     )
     created_at = manifest.get("created_at")
     if isinstance(created_at, str) and iso_to_ms(created_at):

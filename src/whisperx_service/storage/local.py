@@ -2,12 +2,14 @@
 
 Layout under the storage root:
     jobs/<id>/source        the upload, exactly as received
-    jobs/<id>/job.json      the manifest (id, options, filename, created)
+    jobs/<id>/job.json      the manifest (id, owner, options, filename, size, created)
     jobs/<id>/chunks/       the chunk plan and one checkpoint per finished chunk
     jobs/<id>/work/         the decoded PCM (removed when the job ends)
     jobs/<id>/result.json   the transcript, written once the job succeeds
     jobs/<id>/final.json    the job's terminal state (status, error, finished_at, attempt),
                             written by whoever ended it; lets Redis be rebuilt from storage
+    keys/<key id>.json      an API key's record (its SHA-256, never the key; see storage/keys.py)
+    admin.key               the admin key made on first start (mode 0600)
 Every file is written as temp file in the same directory, fsync, rename, so a reader sees the
 whole file or none of it.
 """

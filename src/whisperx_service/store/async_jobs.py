@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, utcnow
+from whisperx_service.domain.keys import KeyOwner
 from whisperx_service.store import scripts
 from whisperx_service.store.cursor import LIST_BATCH, LIST_SCAN_MAX, decode_cursor, encode_cursor
 from whisperx_service.store.jobs import end_keys
@@ -46,6 +47,17 @@ class CancelOutcome:
     status: str
 
 
+@dataclass
+class OwnerUsage:
+    """One key's use of the service (see `AsyncJobStore.owner_usage`)."""
+
+    queued: int = 0
+    running: int = 0
+    stored_bytes: int = 0
+    audio_s: float = 0.0
+    recent_created_ms: list[int] = field(default_factory=list)
+
+
 class AsyncJobStore:
     """Asynchronous job store (the gateway's)."""
 
@@ -65,21 +77,30 @@ class AsyncJobStore:
         self._mark_requeued = client.register_script(scripts.MARK_REQUEUED)
         self._restore = client.register_script(scripts.RESTORE)
 
-    async def create(self, job_id: str, options: JobOptions, *, filename: str | None, size_bytes: int) -> JobRecord:
-        """Record a new queued job and publish its `queued` event.
+    async def create(
+        self,
+        job_id: str,
+        options: JobOptions,
+        *,
+        filename: str | None,
+        size_bytes: int,
+        owner: KeyOwner | None = None,
+    ) -> JobRecord:
+        """Record a new queued job (owned by `owner`) and publish its `queued` event.
 
         Raises:
             ValueError: a job with this id exists.
             redis.RedisError: Redis does not answer.
         """
         created_ms = int(time.time() * 1000)
-        h = new_job_hash(job_id, options, filename=filename, size_bytes=size_bytes, created_ms=created_ms)
+        h = new_job_hash(job_id, options, filename=filename, size_bytes=size_bytes, created_ms=created_ms, owner=owner)
         ok = await self._create(
             keys=[
                 self.keys.job(job_id),
                 self.keys.events(job_id),
                 self.keys.jobs_index(),
                 self.keys.metrics(),
+                self.keys.owner_jobs(owner.id if owner else "-"),
             ],
             args=[created_ms, self.maxlen, job_id, *flat_args(h)],
         )
@@ -95,8 +116,7 @@ class AsyncJobStore:
 
     async def delete(self, job_id: str) -> None:
         """Forget a job entirely (used when the enqueue after create failed)."""
-        await self.r.delete(self.keys.job(job_id), self.keys.events(job_id))
-        await self.r.zrem(self.keys.jobs_index(), job_id)
+        await self.purge(job_id)
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job atomically: a queued one at once, a running one by request (see `CancelOutcome`)."""
@@ -118,15 +138,23 @@ class AsyncJobStore:
 
         Only for a terminal job (a running worker would lose its state); the caller checks that.
         """
+        owner = await self.r.hget(self.keys.job(job_id), "owner_id")
         p = self.r.pipeline(transaction=True)
         p.delete(self.keys.job(job_id), self.keys.events(job_id))
         p.zrem(self.keys.jobs_index(), job_id)
+        if owner:
+            p.zrem(self.keys.owner_jobs(as_str(owner)), job_id)
         p.zrem(self.keys.finished(), job_id)
         p.srem(self.keys.running(), job_id)
         await p.execute()
 
     async def list_jobs(
-        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        *,
+        owner_id: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
         """Jobs newest first (by creation ms, then id descending), `limit` at most, from `cursor` on.
 
@@ -137,6 +165,7 @@ class AsyncJobStore:
             status: only jobs in this status (None = all).
             limit: page size, >= 1.
             cursor: `next_cursor` of the previous page; None = from the newest job.
+            owner_id: only jobs this key created (None = every job).
         Returns:
             (the page's jobs, the cursor of the next page or None when nothing follows). A
             filtered page may hold fewer than `limit` jobs when LIST_SCAN_MAX entries were examined.
@@ -144,11 +173,12 @@ class AsyncJobStore:
             ValueError: the cursor is not one this service made.
         """
         last = decode_cursor(cursor) if cursor else None  # position of the last entry examined
+        index = self.keys.owner_jobs(owner_id) if owner_id is not None else self.keys.jobs_index()
         size = limit + 1 if status is None else LIST_BATCH
         page: list[JobRecord] = []
         scanned = 0
         while scanned < LIST_SCAN_MAX:
-            batch = await self._index_after(last, size)
+            batch = await self._index_after(index, last, size)
             if not batch:
                 return page, None
             p = self.r.pipeline(transaction=False)
@@ -165,13 +195,12 @@ class AsyncJobStore:
                 scanned += 1
         return page, encode_cursor(*last) if last else None
 
-    async def _index_after(self, pos: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:
-        """Up to `count` index entries `(created_ms, id)` strictly after `pos`, newest first.
+    async def _index_after(self, key: str, pos: tuple[int, str] | None, count: int) -> list[tuple[int, str]]:
+        """Up to `count` entries `(created_ms, id)` of the index `key` strictly after `pos`, newest first.
 
         Order: created ms descending, then id descending (Redis orders equal scores by member),
         so equal creation times neither skip nor repeat a job across pages.
         """
-        key = self.keys.jobs_index()
         out: list[tuple[int, str]] = []
         top: str | int = "+inf"
         if pos is not None:
@@ -260,6 +289,7 @@ class AsyncJobStore:
                     self.keys.jobs_index(),
                     self.keys.running(),
                     self.keys.finished(),
+                    self.keys.owner_jobs(h.get("owner_id") or "-"),
                 ],
                 args=[created_ms, "" if finished_ms is None else finished_ms, self.maxlen, job_id, *flat_args(h)],
             )
@@ -281,6 +311,27 @@ class AsyncJobStore:
         """Ids of every ended job still indexed (the retention index)."""
         raw: Any = await self.r.zrange(self.keys.finished(), 0, -1)
         return [as_str(x) for x in raw]
+
+    async def owner_usage(self, owner_id: str, since_ms: int) -> OwnerUsage:
+        """What one key's jobs hold now: queued and running jobs, stored upload bytes, and the audio
+        seconds of the jobs it created since `since_ms` (ms since the epoch; durations known so far).
+        """
+        members: list[Any] = await self.r.zrange(self.keys.owner_jobs(owner_id), 0, -1)
+        ids = [as_str(x) for x in members]
+        p = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            p.hmget(self.keys.job(job_id), ["status", "size_bytes", "duration_s", "created_ms"])
+        usage = OwnerUsage()
+        for status, size, duration, created in await p.execute():
+            if status is None:
+                continue
+            usage.queued += as_str(status) == JobStatus.queued.value
+            usage.running += as_str(status) == JobStatus.running.value
+            usage.stored_bytes += int(size or 0)
+            if int(created or 0) >= since_ms:
+                usage.audio_s += float(duration or 0.0)
+                usage.recent_created_ms.append(int(created or 0))
+        return usage
 
     async def metrics(self) -> dict[str, str]:
         """The shared counters (see `Keys.metrics`)."""

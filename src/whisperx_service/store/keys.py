@@ -55,6 +55,18 @@ class Keys:
         """Sorted set: worker names scored by their last heartbeat (s since the epoch)."""
         return f"{self.prefix}:workers"
 
+    def api_key(self, key_id: str) -> str:
+        """String: an API key's record (the `ApiKey` JSON, from storage), cached; see `store/api_keys.py`."""
+        return f"{self.prefix}:apikey:{key_id}"
+
+    def owner_jobs(self, key_id: str) -> str:
+        """Sorted set: ids of the jobs a key created, scored by creation time (ms)."""
+        return f"{self.prefix}:owner:{key_id}:jobs"
+
+    def rate_limits(self) -> str:
+        """Prefix of the rate limiter's keys (the `limits` library adds its own suffixes)."""
+        return f"{self.prefix}:limits"
+
     def metrics(self) -> str:
         """Hash: service-wide counters shared by all gateway and worker processes."""
         return f"{self.prefix}:metrics"

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, utcnow
+from whisperx_service.domain.keys import KeyOwner
 
 #: A stream entry: (entry id, {field: value}).
 Event = tuple[str, dict[str, str]]
@@ -30,9 +31,15 @@ def flat_args(fields: Mapping[str, Any]) -> list[str]:
 
 
 def new_job_hash(
-    job_id: str, options: JobOptions, *, filename: str | None, size_bytes: int, created_ms: int
+    job_id: str,
+    options: JobOptions,
+    *,
+    filename: str | None,
+    size_bytes: int,
+    created_ms: int,
+    owner: KeyOwner | None = None,
 ) -> dict[str, str]:
-    """The initial Redis hash of a queued job (every value a string)."""
+    """The initial Redis hash of a queued job (every value a string); `owner` is the key that created it."""
     return {
         "id": job_id,
         "status": JobStatus.queued.value,
@@ -48,6 +55,8 @@ def new_job_hash(
         "options": options.model_dump_json(),
         "lease_owner": "",
         "lease_expires_ms": "0",
+        "owner_id": owner.id if owner else "",
+        "owner_name": owner.name if owner else "",
     }
 
 

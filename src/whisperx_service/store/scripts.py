@@ -8,14 +8,17 @@ claimed; a write whose attempt no longer matches is refused (returns 0).
 
 from __future__ import annotations
 
-# KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=jobs index, KEYS[4]=metrics
+# KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=jobs index, KEYS[4]=metrics, KEYS[5]=owner's jobs index
 # ARGV[1]=created_ms ARGV[2]=maxlen ARGV[3]=id ARGV[4...]=field, value pairs
+# The job enters its owner's index when the hash names an owner (`owner_id`).
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
+local owner = redis.call('HGET', KEYS[1], 'owner_id')
+if owner and owner ~= '' then redis.call('ZADD', KEYS[5], ARGV[1], ARGV[3]) end
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'queued', 'status', 'queued')
 return 1
@@ -210,6 +213,7 @@ return 1
 """
 
 # KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=jobs index KEYS[4]=running set KEYS[5]=finished zset
+# KEYS[6]=owner's jobs index
 # ARGV[1]=created_ms ARGV[2]=finished_ms ('' = not ended) ARGV[3]=maxlen ARGV[4]=id ARGV[5...]=field, value pairs
 # A job rebuilt from storage after Redis lost it: written only when no hash exists (else returns 0),
 # indexed like a live job of its status, with one `restored` event (status, attempt). Returns 1.
@@ -219,6 +223,8 @@ local fields = {}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
+local owner = redis.call('HGET', KEYS[1], 'owner_id')
+if owner and owner ~= '' then redis.call('ZADD', KEYS[6], ARGV[1], ARGV[4]) end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'running' then redis.call('SADD', KEYS[4], ARGV[4]) end
 if ARGV[2] ~= '' then redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4]) end

@@ -19,10 +19,11 @@ import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import JobIdDep, JobsDep, SettingsDep
 from whisperx_service.domain.events import TERMINAL_EVENTS, EventType
 from whisperx_service.domain.jobs import JobRecord
-from whisperx_service.errors import InvalidRequest, JobNotFound
+from whisperx_service.errors import InvalidRequest
 from whisperx_service.store.async_jobs import AsyncJobStore
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -142,6 +143,7 @@ async def _stream(
 async def job_events(
     request: Request,
     job_id: JobIdDep,
+    principal: PrincipalDep,
     jobs: JobsDep,
     settings: SettingsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -150,13 +152,11 @@ async def job_events(
     """Stream the job's events; see the module docstring for the protocol.
 
     Raises:
-        JobNotFound: no such job (answered as JSON before any stream starts).
+        JobNotFound: no such job, or another key owns it (answered as JSON before any stream starts).
         InvalidRequest: the Last-Event-ID is not a stream id.
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
-    record = await jobs.get(job_id)
-    if record is None:
-        raise JobNotFound(f"job {job_id} not found")
+    record = await visible_job(jobs, job_id, principal)
     after = last_event_id_header or last_event_id
     if after is not None:
         after_key = _parse_id(after)

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from whisperx_service.api.auth import AdminDep
 from whisperx_service.api.deps import JobsDep, SettingsDep, StorageDep
 from whisperx_service.domain.jobs import TERMINAL
 from whisperx_service.logs import get_logger
@@ -98,8 +99,8 @@ class _SharedCounters(Collector):
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request, jobs: JobsDep) -> Response:
-    """Prometheus text exposition of the shared job counters (read from Redis at scrape time).
+async def metrics(request: Request, _: AdminDep, jobs: JobsDep) -> Response:
+    """Prometheus text exposition of the shared job counters (read from Redis at scrape time); admin keys only.
 
     Raises:
         redis.ConnectionError: Redis does not answer (answered as 503).

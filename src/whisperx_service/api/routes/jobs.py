@@ -18,12 +18,15 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, SettingsDep, StorageDep
+from whisperx_service.access.quotas import check_quotas
+from whisperx_service.api.auth import PrincipalDep, visible_job
+from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.multipart_form import FILE_FIELD
 from whisperx_service.api.upload import NO_SPACE_ERRNOS, receive_upload
 from whisperx_service.broker.celery_app import enqueue
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, new_job_id
 from whisperx_service.errors import (
+    AdminOnly,
     InsufficientStorage,
     InvalidCursor,
     JobFinished,
@@ -39,6 +42,7 @@ from whisperx_service.store.records import final_record
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 log = get_logger(__name__)
+audit = get_logger("whisperx_service.audit")
 
 
 class JobAccepted(BaseModel):
@@ -73,9 +77,11 @@ def _upload_schema() -> dict[str, Any]:
     openapi_extra=_upload_schema(),
     summary="Submit audio for transcription",
     responses={
+        401: {"description": "unauthorized"},
         413: {"description": "payload_too_large"},
         415: {"description": "unsupported_media_type"},
         422: {"description": "invalid_request / empty_upload"},
+        429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
         503: {"description": "service_unavailable (Redis or the broker)"},
         507: {"description": "insufficient_storage"},
     },
@@ -83,6 +89,7 @@ def _upload_schema() -> dict[str, Any]:
 async def submit_job(
     request: Request,
     response: Response,
+    principal: PrincipalDep,
     settings: SettingsDep,
     jobs: JobsDep,
     storage: StorageDep,
@@ -97,15 +104,19 @@ async def submit_job(
         PayloadTooLarge, UnsupportedMediaType, EmptyUpload, InvalidRequest, InsufficientStorage:
             see `receive_upload`; InsufficientStorage also when the manifest does not fit.
         ServiceUnavailable: Redis or the broker does not answer (nothing is kept).
+        QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
     """
     job_id = new_job_id()
     structlog.contextvars.bind_contextvars(job_id=job_id)
     created = False
     try:
-        await jobs.r.ping()  # fail before a long upload, not after it
+        await check_quotas(jobs, principal.key)  # also fails before a long upload if Redis is down
         upload = await receive_upload(request, storage, job_id, settings.limits)
+        await check_quotas(jobs, principal.key, add_bytes=upload.size_bytes)
+        owner = principal.owner
         manifest = {
             "id": job_id,
+            "owner": owner.model_dump() if owner else None,
             "options": upload.options.model_dump(mode="json"),
             "filename": upload.filename,
             "size_bytes": upload.size_bytes,
@@ -118,7 +129,9 @@ async def submit_job(
             if e.errno in NO_SPACE_ERRNOS:
                 raise InsufficientStorage("not enough storage space for the job") from None
             raise
-        record = await jobs.create(job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes)
+        record = await jobs.create(
+            job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes, owner=owner
+        )
         created = True
         try:
             await anyio.to_thread.run_sync(functools.partial(enqueue, celery, job_id, settings.worker.queue))
@@ -134,7 +147,7 @@ async def submit_job(
                     log.error("job_delete_failed", error=repr(e))
             await anyio.to_thread.run_sync(storage.remove_job, job_id)
         raise
-    log.info("job_submitted", size_bytes=upload.size_bytes, media_type=upload.media_type)
+    audit.info("job_created", size_bytes=upload.size_bytes, media_type=upload.media_type)
     base = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job_id}"
     response.headers["Location"] = base
     return JobAccepted(
@@ -148,15 +161,21 @@ async def submit_job(
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Job status")
 async def get_job(
-    job_id: JobIdDep, jobs: JobsDep, storage: StorageDep, celery: CeleryDep, settings: SettingsDep
+    job_id: JobIdDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+    storage: StorageDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> JobRecord:
     """The job's status, stage, percent (0-100), timestamps, audio duration (s), attempt and error.
 
     A job Redis lost (it restarted empty) but storage still holds is restored from its files on
-    the spot, and enqueued again if unfinished (see `api/restore.py`): a known job is never unknown.
+    the spot, and enqueued again if unfinished (see `maintenance/restore.py`): a known job is never
+    unknown.
 
     Raises:
-        JobNotFound: no such job (or the id cannot be one).
+        JobNotFound: no such job (or the id cannot be one, or another key owns it).
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
@@ -167,7 +186,7 @@ async def get_job(
 
         if await restore_job(jobs, storage, job_id, requeue):
             record = await jobs.get(job_id)
-    if record is None:
+    if record is None or not principal.sees(record):
         raise JobNotFound(f"job {job_id} not found")
     return record
 
@@ -187,6 +206,7 @@ async def get_job(
 async def cancel_job(
     job_id: JobIdDep,
     response: Response,
+    principal: PrincipalDep,
     jobs: JobsDep,
     storage: StorageDep,
     purge: Annotated[bool, Query(description="Delete an ended (or queued) job's files and state now")] = False,
@@ -199,11 +219,12 @@ async def cancel_job(
     is cancelled first.
 
     Raises:
-        JobNotFound: no such job.
+        JobNotFound: no such job (or another key owns it).
         JobFinished: (cancel) the job already ended.
         JobRunning: (purge) a worker runs the job; cancel it and purge once it ended.
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
+    await visible_job(jobs, job_id, principal)
     if purge:
         await _purge(job_id, jobs, storage)
         return Response(status_code=204)
@@ -217,9 +238,9 @@ async def cancel_job(
         raise JobNotFound(f"job {job_id} not found")
     if outcome.outcome == "cancelled":
         await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
-        log.info("job_cancelled", was="queued")
+        audit.info("job_cancelled", was="queued")
         return record
-    log.info("job_cancel_requested")
+    audit.info("job_cancelled", was="running")
     response.status_code = 202
     return record
 
@@ -244,7 +265,7 @@ async def _purge(job_id: str, jobs: AsyncJobStore, storage: Storage) -> None:
         raise JobRunning(f"job {job_id} is running; cancel it (DELETE without purge) and purge it once it ended")
     await anyio.to_thread.run_sync(storage.remove_job, job_id)
     await jobs.purge(job_id)
-    log.info("job_purged", status=record.status.value)
+    audit.info("job_purged", status=record.status.value)
 
 
 class JobList(BaseModel):
@@ -258,24 +279,39 @@ class JobList(BaseModel):
     "",
     response_model=JobList,
     summary="List jobs, newest first",
-    responses={422: {"description": "invalid_request (status, limit) / invalid_cursor"}},
+    responses={
+        403: {"description": "admin_only (`owner` filter without an admin key)"},
+        422: {"description": "invalid_request (status, limit) / invalid_cursor"},
+    },
 )
 async def list_jobs(
+    principal: PrincipalDep,
     jobs: JobsDep,
+    keys: KeysDep,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Jobs per page")] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    owner: Annotated[str | None, Query(description="Admin keys: only the jobs of this key (id or name)")] = None,
 ) -> JobList:
     """Jobs newest first, paged by an opaque cursor that stays valid while jobs come and go.
 
-    A page with a status filter may be short (see `AsyncJobStore.list_jobs`); continue until
-    `next_cursor` is null.
+    A key sees its own jobs; an admin key sees every job, or one key's with `owner`. A page with a
+    status filter may be short (see `AsyncJobStore.list_jobs`); continue until `next_cursor` is null.
 
     Raises:
         InvalidCursor: the cursor is not one this service returned.
+        AdminOnly: `owner` without an admin key.
     """
+    owner_id: str | None = None
+    if owner is not None:
+        if not principal.admin:
+            raise AdminOnly("the owner filter needs an admin API key")
+        found = await keys.find(owner)
+        owner_id = found.id if found is not None else owner
+    elif not principal.admin and principal.key is not None:
+        owner_id = principal.key.id
     try:
-        page, next_cursor = await jobs.list_jobs(status, limit, cursor)
+        page, next_cursor = await jobs.list_jobs(status, limit, cursor, owner_id=owner_id)
     except ValueError:
         raise InvalidCursor(f"cursor {(cursor or '')[:64]!r} is not one this service returned") from None
     return JobList(jobs=page, next_cursor=next_cursor)

@@ -9,10 +9,11 @@ import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Query, Response
 
+from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import JobIdDep, JobsDep, StorageDep
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.domain.transcript import Transcript
-from whisperx_service.errors import JobNotFinished, JobNotFound, ResultMissing
+from whisperx_service.errors import JobNotFinished, ResultMissing
 from whisperx_service.transcripts.formats import ResultFormat, render
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -46,6 +47,7 @@ def _read_transcript(path: Path) -> Transcript:
 )
 async def job_result(
     job_id: JobIdDep,
+    principal: PrincipalDep,
     jobs: JobsDep,
     storage: StorageDep,
     format: Annotated[ResultFormat, Query(description="Output format")] = ResultFormat.json,
@@ -53,14 +55,12 @@ async def job_result(
     """The transcript of a succeeded job, rendered in `format`.
 
     Raises:
-        JobNotFound: no such job.
+        JobNotFound: no such job, or another key owns it.
         JobNotFinished: the job has not succeeded (the message names its status).
         ResultMissing: the job succeeded but `result.json` is gone.
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
-    record = await jobs.get(job_id)
-    if record is None:
-        raise JobNotFound(f"job {job_id} not found")
+    record = await visible_job(jobs, job_id, principal)
     if record.status != JobStatus.succeeded:
         raise JobNotFinished(f"job {job_id} is {record.status.value}; the result exists once it has succeeded")
     transcript = await anyio.to_thread.run_sync(_read_transcript, storage.result(job_id))
