@@ -24,8 +24,6 @@ from tests.e2e.conftest import Service, start_service, stop_service
 from tests.speech import CONVERSATION, long_script, make_conversation
 from tests.sse import SseEvent, iter_sse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 ENV = {
     "CHUNK_BYTES": str(20 * 32_000),  # 20 s chunks
     "CHUNK_OVERLAP_S": "4",

@@ -26,8 +26,6 @@ from tests.e2e.conftest import PrivateRedis, Service, start_service, stop_servic
 from tests.speech import long_script, make_conversation
 from whisperx_service.store.keys import Keys
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 ENV = {"WORKER_LEASE_S": "6", "API_RECONCILE_INTERVAL_S": "1"}
 FIELDS: dict[str, Any] = {"diarize": False, "language": "en"}
 TERMINAL = ("succeeded", "failed", "cancelled")

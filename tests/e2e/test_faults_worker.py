@@ -43,8 +43,6 @@ from tests.e2e.faults import (
 )
 from tests.speech import long_script, make_conversation
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 #: 20 s chunks (several per job), a short lease and a reconciler sweeping every second, so a job
 #: whose worker died is taken up again within seconds.
 CHUNKED = {"CHUNK_BYTES": str(20 * 32_000), "CHUNK_OVERLAP_S": "4", "ASR_WINDOW_S": "10"}

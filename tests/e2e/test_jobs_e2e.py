@@ -19,8 +19,6 @@ from tests.metrics import der, wer, word_speaker_accuracy
 from tests.speech import SAMPLE_WAV, make_conversation, read_rttm, read_stm
 from tests.sse import SseEvent, stream_id
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 STAGES = ["decode", "transcribe", "align", "diarize", "merge"]
 
 

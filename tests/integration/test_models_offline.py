@@ -23,7 +23,6 @@ from whisperx_service.errors import ModelLoadFailed
 from whisperx_service.pipeline.models import loaders
 from whisperx_service.pipeline.stages.align_whisper import align_with_whisper
 
-pytestmark = pytest.mark.e2e
 SR = 16_000
 
 

@@ -26,8 +26,6 @@ from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.pipeline.stages.chunk import ChunkResult
 from whisperx_service.worker.models import ModelCache
 
-pytestmark = pytest.mark.e2e
-
 CHUNK_S, OVERLAP_S = 60.0, 10.0
 
 
