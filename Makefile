@@ -15,11 +15,11 @@ install: ## Install system packages, the venv (gateway + worker + dev) and the o
 run: ## Run Redis (if none), the gateway on :8000 and one CPU worker, in the foreground
 	scripts/run.sh
 
-test: install ## Run every test (unit, API, integration, end to end on real speech)
+test: install ## Every test: tests/unit, tests/integration and tests/e2e (real processes)
 	scripts/test.sh
 
-test-fast: ## Unit and API tests only (no model loading)
-	$(PY) -m pytest -q tests/unit tests/api
+test-fast: install ## tests/unit and tests/integration (real Redis and models in process; no e2e)
+	scripts/test.sh tests/unit tests/integration
 
 lint: ## ruff (lint + format check) and mypy --strict on src/
 	$(VENV)/bin/ruff check src tests bench

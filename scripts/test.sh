@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite against a real Redis (started here if none answers).
+# Run the tests (all of tests/, or the paths and options given) against a real Redis (started here
+# if none answers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYANNOTE_METRICS_ENABLED=0 MODELS_DIR=${MODELS_DIR:-$PWD/models}

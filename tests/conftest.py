@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Redis (started if none answers), flushed per test, and test settings."""
+"""Shared fixtures: a real Redis (started if none answers), flushed per test, test settings, the model
+bundle; and the folder markers.
+
+Each test gets the marker of its folder: `unit` (no Redis, no model, no subprocess), `integration`
+(real Redis and real models, in this process), `e2e` (real gateway and worker processes).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,24 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REPO = Path(__file__).resolve().parents[1]
 #: The offline model bundle (`whisperx-service models prepare`); tests that need it prepare it once.
 MODELS_DIR = Path(os.environ.get("MODELS_DIR", REPO / "models"))
+
+
+#: Folder under tests/ -> marker its tests get.
+FOLDER_MARKERS = ("unit", "integration", "e2e")
+#: Fixtures that reach Redis or the model bundle: a unit test may not use them.
+NOT_IN_UNIT = frozenset({"redis_url", "models_dir"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder; refuse a unit test that asks for Redis or the models."""
+    for item in items:
+        folder = item.path.relative_to(REPO / "tests").parts[0]
+        if folder not in FOLDER_MARKERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of {FOLDER_MARKERS}")
+        item.add_marker(folder)
+        used = NOT_IN_UNIT.intersection(getattr(item, "fixturenames", ()))
+        if folder == "unit" and used:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(used)}: it belongs in tests/integration")
 
 
 def _answers(url: str) -> bool:
@@ -98,3 +121,12 @@ def settings(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Setti
         models=ModelsSettings(dir=MODELS_DIR),
         worker=WorkerSettings(heartbeat_s=1.0),
     )
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The offline model bundle, prepared (idempotently) once per session."""
+    from whisperx_service.pipeline.models.prepare import prepare_models
+
+    prepare_models(MODELS_DIR)
+    return MODELS_DIR

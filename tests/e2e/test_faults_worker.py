@@ -45,8 +45,6 @@ from tests.e2e.faults import (
 from tests.speech import long_script, make_conversation
 from whisperx_service.broker.kombu_redis import unacked_job_ids, waiting_job_ids
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 #: 20 s chunks (several per job), a short lease and a reconciler sweeping every second, so a job
 #: whose worker died is taken up again within seconds.
 CHUNKED = {"CHUNK_BYTES": str(20 * 32_000), "CHUNK_OVERLAP_S": "4", "ASR_WINDOW_S": "10"}
@@ -172,16 +170,16 @@ def short_visibility(tmp_path_factory: pytest.TempPathFactory, redis_url: str, m
 def test_redelivered_copy_does_no_model_work(short_visibility: Service, audio: dict[str, Path]) -> None:
     """Redis redelivers the running job's task to the other worker every ~5 s; the lease refuses it."""
     svc = short_visibility
-    t0 = time.monotonic()
     job = svc.submit(audio["longer"], **FAST)["id"]
     final = svc.wait(job, 400)
-    took = time.monotonic() - t0
     assert final["status"] == "succeeded", final
     assert final["attempt"] == 1
-    assert took > 10, "the job ran longer than the visibility timeout (else this proves nothing)"
 
+    # A copy refused as `busy` met the live lease of the running attempt: it was redelivered while
+    # the job ran (after the job, a copy finds it ended). Without one, this test proves nothing.
     refused = log_lines(svc, "job_not_claimed", job)
-    assert any("busy" in line for line in refused), "a redelivered copy came while the job ran, and was refused"
+    busy = [line for line in refused if "busy" in line]
+    assert busy, f"no redelivered copy came while the job ran: {refused}"
     started = log_lines(svc, "job_started", job)
     assert len(started) == 1, started
     # The copies that were refused did no model work: only the one worker that ran the job
@@ -194,7 +192,7 @@ def test_redelivered_copy_does_no_model_work(short_visibility: Service, audio: d
     with redis_client(svc) as r:
         assert r.hget(keys(svc).metrics(), "finished:succeeded") == "1"
     assert (svc.storage / "jobs" / job / "result.json").is_file()
-    print(f"\n[visibility 5 s] job took {took:.0f} s, attempt 1; {len(refused)} redelivered copies refused")
+    print(f"\n[visibility 5 s] attempt 1; {len(busy)} redelivered copies refused while it ran")
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------
@@ -285,19 +283,22 @@ def test_sigterm_job_finishes_within_soft_window(graceful: Service, audio: dict[
     svc.wait(svc.submit(audio["short"], **FAST)["id"], 300)  # models loaded: the next job is quick
     job = svc.submit(audio["short"], **FAST)["id"]
     wait_until(lambda: status(svc, job)["status"] == "running", 120, "job running", interval_s=0.05)
+    before = stream(svc, job)
     worker.send_signal(signal.SIGTERM)
-    t_term = time.monotonic()
+    assert not [e for e in before if e["type"] in TERMINAL], "the job ended before SIGTERM: nothing tested"
     done = wait_until(lambda: (s := status(svc, job))["status"] in TERMINAL and s, 60, "job ended")
-    ended_s = time.monotonic() - t_term
     worker.wait(90)
     assert (done["status"], done["attempt"]) == ("succeeded", 1), done
-    assert ended_s < 40
-    assert not [e for e in stream(svc, job) if e["type"] == "released"]
+    # It ended inside the soft window: had the window closed first, the worker would have handed it
+    # back (a `released` event, then attempt 2). Its events: one attempt, running on to `succeeded`.
+    types = [e["type"] for e in stream(svc, job)]
+    assert types[len(before) :][-1:] == ["succeeded"], types
+    assert "released" not in types and [e["attempt"] for e in stream(svc, job) if e["type"] == "started"] == ["1"]
     with redis_client(svc) as r:
         assert job not in waiting_job_ids(r, broker_keys(svc), svc.env["WORKER_QUEUE"]), "acknowledged, not requeued"
         assert job not in unacked_job_ids(r, broker_keys(svc)), "acknowledged, not left unacked"
     svc.start_worker()  # leave a worker for the module's teardown
-    print(f"\n[SIGTERM in window] job succeeded {ended_s:.1f} s after SIGTERM, attempt 1, not redelivered")
+    print("\n[SIGTERM in window] job succeeded after SIGTERM, attempt 1, not redelivered")
 
 
 # -- soak --------------------------------------------------------------------------------------

@@ -19,8 +19,6 @@ from tests.metrics import der, wer, word_speaker_accuracy
 from tests.speech import SAMPLE_WAV, make_conversation, read_rttm, read_stm
 from tests.sse import SseEvent, stream_id
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 STAGES = ["decode", "transcribe", "align", "diarize", "merge"]
 
 
@@ -110,6 +108,7 @@ def test_sample_call_transcript_quality(sample_job: JobRun) -> None:
     # less precise than the diarization's, hence the usual 0.25 s collar).
     seg_turns = [(s["start"], s["end"], s["speaker"]) for s in res["segments"]]
     d_seg = der(read_rttm(), seg_turns, collar=0.25)
+    print(f"\n[sample call job] WER {w:.4f}, DER turns {d:.4f}, DER segments {d_seg:.4f}")
     assert d_seg <= 0.15, f"DER of the transcript segments {d_seg:.3f}"
     labels = {t["speaker"] for t in res["speaker_turns"]}
     assert labels == {s["id"] for s in res["speakers"]}
@@ -158,6 +157,11 @@ def test_synthetic_conversation_words_and_speakers(conversation_job: JobRun, con
     assert acc >= 0.90, f"word-to-speaker accuracy {acc:.3f}"
     words_total = sum(len(s["words"]) for s in res["segments"])
     same = sum(1 for s in res["segments"] for x in s["words"] if x["speaker"] == s["speaker"])
+    nearest = [min(abs(x["start"] - t.start) for x in conversation_job.words()) for t in gt]
+    print(
+        f"\n[conversation job] WER {w:.4f}, word-to-speaker accuracy {acc:.4f} over {matched} words, "
+        f"words with their segment's speaker {same / words_total:.4f}, turn starts off by <= {max(nearest):.3f} s"
+    )
     assert same / words_total >= 0.95
     # word boundaries from the whisper aligner: each turn's first word starts near the turn start
     for t in gt:

@@ -19,8 +19,6 @@ from tests.e2e.conftest import Service, start_service, stop_service
 from tests.e2e.faults import TERMINAL, StatusWatcher, assert_forward_only, terminal_events
 from tests.speech import long_script, make_conversation
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
 ENV = {
     "CHUNK_BYTES": str(20 * 32_000),
     "CHUNK_OVERLAP_S": "4",

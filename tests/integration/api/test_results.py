@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.api.conftest import Gateway
+from tests.integration.api.conftest import Gateway
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.domain.transcript import Segment, SpeakerInfo, Transcript, Word
 from whisperx_service.storage.local import Storage, atomic_write_json

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import redis
 
-from tests.api.conftest import Gateway
+from tests.integration.api.conftest import Gateway
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.store.jobs import JobStore, heartbeat
 from whisperx_service.store.keys import Keys

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import redis
 
-from tests.api.conftest import Gateway, wait_until
+from tests.integration.api.conftest import Gateway, wait_until
 from tests.sse import SseEvent, iter_sse, stream_id
 from whisperx_service.domain.jobs import JobStatus, Stage
 from whisperx_service.store.jobs import JobStore

@@ -23,8 +23,8 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from tests.api.conftest import Gateway, serve, wav_bytes
-from tests.api.test_results import TRANSCRIPT
+from tests.integration.api.conftest import Gateway, serve, wav_bytes
+from tests.integration.api.test_results import TRANSCRIPT
 from whisperx_service.broker.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperx_service.broker.kombu_redis import BrokerKeys, unacked_job_ids, waiting_job_ids
 from whisperx_service.config import ApiSettings, RetentionSettings, Settings

@@ -16,7 +16,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.api.conftest import Gateway, queued_job_ids, serve, wav_bytes
+from tests.integration.api.conftest import Gateway, queued_job_ids, serve, wav_bytes
 from whisperx_service.config import Settings, StorageSettings
 
 #: Size of the tmpfs storage root (bytes).

@@ -23,7 +23,6 @@ from whisperx_service.errors import ModelLoadFailed
 from whisperx_service.pipeline.models import loaders
 from whisperx_service.pipeline.stages.align_whisper import align_with_whisper
 
-pytestmark = pytest.mark.e2e
 SR = 16_000
 
 
@@ -65,7 +64,9 @@ def test_transcribes_english(segments: list[dict[str, Any]]) -> None:
     text = " ".join(s["text"] for s in segments)
     reference = " ".join(t.text for t in read_stm())
     assert "New Jersey" in text and "Chicago" in text
-    assert wer(reference, text) < 0.25  # measured 0.14
+    w = wer(reference, text)
+    print(f"\n[sample call] WER {w:.4f}")
+    assert w < 0.16  # measured 0.14 on the CPU reference setup (tiny.en, 2 threads)
 
 
 def test_whisper_alignment_times_every_word(aligned: list[dict[str, Any]], audio: np.ndarray) -> None:
@@ -133,7 +134,9 @@ def test_offline_diarization_finds_two_speakers(settings: Settings, audio: np.nd
     df = diarizer(audio, num_speakers=2)
     assert df["speaker"].nunique() == 2
     hypothesis = [(float(r.start), float(r.end), str(r.speaker)) for r in df.itertuples(index=False)]
-    assert der(read_rttm(), hypothesis) < 0.12  # measured 0.06
+    d = der(read_rttm(), hypothesis)
+    print(f"\n[sample call] DER {d:.4f}")
+    assert d < 0.08  # measured 0.06 on the CPU reference setup
 
 
 def test_tiny_wav2vec2_aligner_keeps_words(

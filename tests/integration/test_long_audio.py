@@ -26,8 +26,6 @@ from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.pipeline.stages.chunk import ChunkResult
 from whisperx_service.worker.models import ModelCache
 
-pytestmark = pytest.mark.e2e
-
 CHUNK_S, OVERLAP_S = 60.0, 10.0
 
 
@@ -88,11 +86,13 @@ def test_fixture_is_long_enough(long_conversation: tuple[Path, list[Turn]], runs
     assert all(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1)), "chunks overlap"
 
 
-def test_chunked_pass_agrees_with_single_pass_within_3_percent(runs: tuple[Run, Run]) -> None:
+def test_chunked_pass_agrees_with_single_pass(runs: tuple[Run, Run]) -> None:
     single, chunked = runs
     diff = wer(" ".join(single.words()), " ".join(chunked.words()))
     print(f"\n[seams] chunked vs single pass WER {diff:.4f} over {len(single.words())} words")
-    assert diff <= 0.03, f"chunked vs single pass WER {diff:.3f}"
+    # Measured 0.000 on the CPU reference setup (2 cores): every chunk decodes the file's own ASR
+    # windows; the margin leaves room for a few words of CPU nondeterminism.
+    assert diff <= 0.005, f"chunked vs single pass WER {diff:.4f}"
 
 
 def test_seams_lose_and_double_nothing(long_conversation: tuple[Path, list[Turn]], runs: tuple[Run, Run]) -> None:
@@ -100,7 +100,8 @@ def test_seams_lose_and_double_nothing(long_conversation: tuple[Path, list[Turn]
     single, chunked = runs
     script = " ".join(t.text for t in gt)
     w_single, w_chunked = wer(script, " ".join(single.words())), wer(script, " ".join(chunked.words()))
-    assert w_chunked <= w_single + 0.03, f"chunked WER {w_chunked:.3f} vs single pass {w_single:.3f}"
+    print(f"\n[seams] WER against the script: single pass {w_single:.4f}, chunked {w_chunked:.4f}")
+    assert w_chunked <= w_single + 0.005, f"chunked WER {w_chunked:.3f} vs single pass {w_single:.3f}"
 
     def ngrams_near(run: Run, t: float) -> Counter[tuple[str, ...]]:
         ws = [x for w in run.t.words() if abs(w.start - t) <= OVERLAP_S for x in normalize(w.word).split()]
@@ -136,9 +137,13 @@ def test_one_speaker_identity_across_chunks(long_conversation: tuple[Path, list[
     words = [w.model_dump() for w in chunked.t.words()]
     acc, matched = word_speaker_accuracy(gt, words)  # one global mapping for the whole file
     assert matched >= 500
-    assert acc >= 0.9, f"word-to-speaker accuracy {acc:.3f}"
     talk = {s.id: s.talk_time_s for s in chunked.t.speakers}
     truth = sum(t.end - t.start for t in gt)
+    print(
+        f"\n[speakers] word-to-speaker accuracy {acc:.4f} over {matched} words; talk time off by "
+        f"{abs(sum(talk.values()) - truth) / truth:.4f}"
+    )
+    assert acc >= 0.9, f"word-to-speaker accuracy {acc:.3f}"
     assert abs(sum(talk.values()) - truth) / truth < 0.2
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 import pytest
 import redis
 
-from tests.api.conftest import Gateway, wait_until
+from tests.integration.api.conftest import Gateway, wait_until
 from whisperx_service.domain.jobs import JobOptions, JobStatus, Stage
 from whisperx_service.storage.local import Storage
 from whisperx_service.store import async_jobs as jobs_module

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.speech import SAMPLE_WAV
 from whisperx_service.config import AlignBackend, AlignSettings, AsrSettings, Device, ModelsSettings, Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
 from whisperx_service.pipeline.plan import JobPaths
 from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.worker.models import ModelCache
-
-pytestmark = pytest.mark.e2e
 
 
 def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> None:

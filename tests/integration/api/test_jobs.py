@@ -12,7 +12,15 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.api.conftest import TEST_MAX_UPLOAD, Gateway, free_port, queued_job_ids, serve, wait_until, wav_bytes
+from tests.integration.api.conftest import (
+    TEST_MAX_UPLOAD,
+    Gateway,
+    free_port,
+    queued_job_ids,
+    serve,
+    wait_until,
+    wav_bytes,
+)
 from whisperx_service.api import writer
 from whisperx_service.config import RedisSettings, Settings
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from celery import Celery
 
-from tests.api.conftest import Gateway, free_port, serve
-from tests.e2e.conftest import PrivateRedis
+from tests.integration.api.conftest import Gateway, free_port, serve
+from tests.private_redis import PrivateRedis
 from whisperx_service.config import RedisSettings, Settings
 
 #: Concurrent requests: enough to open (and later reuse) several pooled connections.
