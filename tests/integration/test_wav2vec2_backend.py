@@ -39,6 +39,8 @@ def test_wav2vec2_backend_keeps_every_word(models_dir: Path, tmp_path: Path) -> 
     words = t.words()
     assert len(words) == len(transcribed) > 20, "no word dropped"
     assert [w.word for w in words] == transcribed
+    # Segment text is WhisperX's own text (cut into sentences by its aligner), not a re-join.
+    assert " ".join(s.text for s in t.segments) == " ".join(s["text"].strip() for s in segs)
     assert all(0 <= w.start <= w.end <= t.duration for w in words)
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert t.models["align"].startswith("wav2vec2:")

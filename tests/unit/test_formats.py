@@ -271,13 +271,15 @@ def test_format_timestamp() -> None:
 def test_languages_without_spaces_join_words_without_them() -> None:
     words = [Word(word=c, start=i * 0.5, end=i * 0.5 + 0.4, speaker="SPEAKER_00") for i, c in enumerate("今日は")]
     words.append(Word(word="。", start=1.5, end=1.5, speaker="SPEAKER_00"))
-    t = Transcript(language="ja", duration=2, segments=build_segments(words, word_sep=""))
+    # Pipeline words carry the text before them in the ASR text: "" between Japanese words.
+    t = Transcript(language="ja", duration=2, segments=build_segments(words))
     cues = parse_srt(render(t, "srt")[0].decode())
     assert [(c.text, c.speaker, c.start_ms, c.end_ms) for c in cues] == [("今日は。", "SPEAKER_00", 0, 1500)]
 
 
 def test_speaker_changes_inside_asr_segments_become_separate_cues() -> None:
-    words = _words("one two three four", 0.0, 0.5, "SPEAKER_00")
+    # Pipeline words carry the text before them in the ASR text (" one two three four").
+    words = [x.model_copy(update={"word": " " + x.word}) for x in _words("one two three four", 0.0, 0.5, "SPEAKER_00")]
     words[2] = words[2].model_copy(update={"speaker": "SPEAKER_01"})
     words[3] = words[3].model_copy(update={"speaker": "SPEAKER_01"})
     t = Transcript(language="en", duration=2, segments=build_segments(words))

@@ -12,7 +12,7 @@ import pytest
 from whisperx_service.domain.transcript import Segment, SpeakerTurn, Word
 from whisperx_service.pipeline.post.segments import build_segments, smooth_speaker_flips
 from whisperx_service.pipeline.post.speakers import apply_speaker_map, assign_speakers, relabel_speakers, speaker_stats
-from whisperx_service.transcripts.text import is_trailing_punctuation, join_words, word_separator
+from whisperx_service.transcripts.text import is_trailing_punctuation, word_separator
 from whisperx_service.transcripts.timing import interpolate_word_times
 
 
@@ -27,11 +27,7 @@ def turn(speaker: str, start: float, end: float) -> SpeakerTurn:
 # --------------------------------------------------------------------------- text
 
 
-def test_join_words_glues_punctuation_only_tokens() -> None:
-    assert join_words(["Hello", ",", "world", "!", "¿", "ok", "...", ")"]) == "Hello, world! ¿ ok...)"
-    assert join_words(["salt", "&", "pepper", "-", "fine", "«", "oui", "»"]) == "salt & pepper - fine « oui»"
-    assert join_words([" spaced ", "", "out\nword"]) == "spaced out word"
-    assert join_words(["日本", "語", "。"], sep="") == "日本語。"
+def test_trailing_punctuation_and_word_separator() -> None:
     assert is_trailing_punctuation("?!") and is_trailing_punctuation("…") and is_trailing_punctuation("。")
     assert not any(is_trailing_punctuation(t) for t in ["a.", "", "&", "(", "¿", "-", '"'])
     assert word_separator("ja") == "" and word_separator("zh") == "" and word_separator("en") == " "
@@ -237,25 +233,32 @@ def test_relabel_speakers_by_first_appearance() -> None:
 
 
 def _check_segments(segments: list[Segment], words_in: list[Word]) -> None:
-    """Invariants of any segmentation: ids 0..n-1, one speaker per segment, bounds and text from words."""
+    """Invariants of any segmentation: ids 0..n-1, one speaker per segment, bounds and text from words.
+
+    The input words carry the text preceding them (as the pipeline's do): a segment's text is
+    its input words concatenated and stripped, its words are the input words stripped.
+    """
     assert [s.id for s in segments] == list(range(len(segments)))
-    assert [x.word for s in segments for x in s.words] == [x.word for x in words_in]
+    assert [x.word for s in segments for x in s.words] == [x.word.strip() for x in words_in]
+    pos = 0
     for s in segments:
         assert s.words
         assert all(x.speaker == s.speaker for x in s.words)
         assert s.start == s.words[0].start and s.end == max(x.end for x in s.words)
-        assert s.text == join_words(x.word for x in s.words)
+        assert s.text == "".join(x.word for x in words_in[pos : pos + len(s.words)]).strip()
+        pos += len(s.words)
 
 
 def test_segments_are_cut_exactly_at_speaker_changes() -> None:
+    # Each word carries the text before it in the ASR text " Hello, there Hi you! Right".
     words = [
-        w("Hello", 0.0, 0.5, "A"),
+        w(" Hello", 0.0, 0.5, "A"),
         w(",", 0.5, 0.5, "A"),
-        w("there", 0.6, 1.0, "A"),
-        w("Hi", 1.2, 1.7, "B"),
-        w("you", 1.8, 2.3, "B"),
+        w(" there", 0.6, 1.0, "A"),
+        w(" Hi", 1.2, 1.7, "B"),
+        w(" you", 1.8, 2.3, "B"),
         w("!", 2.3, 2.3, "B"),
-        w("Right", 2.5, 3.0, "A"),
+        w(" Right", 2.5, 3.0, "A"),
     ]
     out = build_segments(words)
     _check_segments(out, words)
@@ -297,12 +300,12 @@ def test_smoothing_leaves_edge_words_alone() -> None:
 
 def test_build_segments_breaks_on_speaker_gap_and_duration() -> None:
     words = [
-        w("one", 0.0, 0.5, "A"),
-        w("two", 0.6, 1.0, "A"),
-        w("three", 3.0, 3.5, "A"),  # 2 s pause
-        w("four", 3.6, 4.0, "B"),  # speaker change
-        w("five", 4.1, 9.0, "B"),
-        w("six", 9.1, 12.5, "B"),  # would make the segment 8.9 s long
+        w(" one", 0.0, 0.5, "A"),
+        w(" two", 0.6, 1.0, "A"),
+        w(" three", 3.0, 3.5, "A"),  # 2 s pause
+        w(" four", 3.6, 4.0, "B"),  # speaker change
+        w(" five", 4.1, 9.0, "B"),
+        w(" six", 9.1, 12.5, "B"),  # would make the segment 8.9 s long
     ]
     out = build_segments(words, max_gap_s=1.5, max_duration_s=8.0)
     _check_segments(out, words)
@@ -326,7 +329,7 @@ def test_full_pipeline_on_random_words_keeps_every_word_and_never_straddles() ->
         t = 0.0
         for i in range(rng.randint(1, 80)):
             t += rng.uniform(0.05, 0.6)
-            raw.append({"word": f"w{i}", "start": t, "end": t + rng.uniform(0.05, 0.5)})
+            raw.append({"word": f" w{i}", "start": t, "end": t + rng.uniform(0.05, 0.5)})
             if rng.random() < 0.2:
                 del raw[-1]["start"]
         words = assign_speakers(interpolate_word_times(raw, 0.0, t + 1), turns)

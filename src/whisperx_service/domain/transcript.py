@@ -6,7 +6,13 @@ from pydantic import BaseModel, Field
 
 
 class Word(BaseModel):
-    """One word with its time span."""
+    """One word with its time span.
+
+    `word` in a result has no surrounding whitespace. Inside the pipeline (chunk checkpoints,
+    merge) it starts with the text that precedes the word in WhisperX's segment text (normally
+    one space, "" where there is none), so words concatenate back to WhisperX's text; segments
+    are built from that and strip it (`post.segments.build_segments`).
+    """
 
     word: str
     start: float = Field(description="Seconds")

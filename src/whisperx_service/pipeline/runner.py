@@ -32,7 +32,6 @@ from whisperx_service.pipeline.post.segments import build_segments
 from whisperx_service.pipeline.post.speakers import apply_speaker_map, relabel_speakers, speaker_stats
 from whisperx_service.pipeline.stages.chunk import ChunkResult, process_chunk
 from whisperx_service.storage.local import atomic_write_json
-from whisperx_service.transcripts.text import word_separator
 
 
 def run_pipeline(
@@ -104,7 +103,7 @@ def run_pipeline(
     t = time.perf_counter()
     progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))
     words, turns = merge_results(results, options, settings.chunk.link_threshold, plan.windows)
-    segments = build_segments(words, word_sep=word_separator(language))
+    segments = build_segments(words)
     timings["merge"] = time.perf_counter() - t
     used = models.describe(language)
     if not options.align:

@@ -21,8 +21,8 @@ Formats and the conventions followed:
 Subtitle cues (srt, vtt) follow the usual subtitling limits: at most 2 lines of 42 characters
 and at most 7 seconds per cue (e.g. the BBC and Netflix timed-text style guides). A segment that
 does not fit is cut into several cues at word boundaries, each cue timed by its own words (first
-word's start, last word's end). Trailing punctuation tokens (`is_trailing_punctuation`) stay
-glued to the word before them. The
+word's start, last word's end), its text the segment's text between those boundaries.
+Trailing punctuation tokens (`is_trailing_punctuation`) stay glued to the word before them. The
 speaker prefix or voice tag does not count toward the 42 characters.
 
 Every cue and row has `end > start` in whole milliseconds: a zero-length one gets 1 ms.
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from whisperx_service.domain.transcript import Segment, Transcript
-from whisperx_service.transcripts.text import is_trailing_punctuation, word_separator
+from whisperx_service.transcripts.text import is_trailing_punctuation, word_separator, words_with_spacing
 from whisperx_service.transcripts.timing import interpolate_word_times
 
 
@@ -81,8 +81,10 @@ class Cue:
 
 @dataclass(frozen=True)
 class _Piece:
-    """A word with the trailing punctuation tokens that follow it glued on."""
+    """A word with the trailing punctuation tokens that follow it glued on, and the text that
+    precedes it in the segment's text (`gap`, dropped at the start of a line)."""
 
+    gap: str
     text: str
     start: float
     end: float
@@ -118,34 +120,38 @@ def format_timestamp(ms: int, decimal_marker: str) -> str:
 
 
 def _pieces(seg: Segment, sep: str) -> list[_Piece]:
-    """The segment's displayable tokens with times; a segment without words gets its text's tokens
-    timed by character length across the segment (`interpolate_word_times`)."""
+    """The segment's displayable tokens with times and the segment text's spacing before each; a
+    segment without words gets its text's tokens timed by character length across the segment
+    (`interpolate_word_times`)."""
+    text = _clean(seg.text)
     words = seg.words
     if not words:
-        tokens = seg.text.split() if sep else list(seg.text.replace(" ", ""))
+        tokens = text.split() if sep else list(text.replace(" ", ""))
         words = interpolate_word_times([{"word": t} for t in tokens], seg.start, max(seg.end, seg.start))
+    spaced = words_with_spacing(text, [_clean(w.word) for w in words], sep)
     out: list[_Piece] = []
-    for w in words:
-        tok = _clean(w.word)
+    for w, item in zip(words, spaced, strict=True):
+        tok = item.lstrip()
         if not tok:
             continue
+        gap = item[: len(item) - len(tok)]
         if out and is_trailing_punctuation(tok):
             p = out[-1]
-            out[-1] = _Piece(p.text + tok, p.start, max(p.end, w.end))
+            out[-1] = _Piece(p.gap, p.text + gap + tok, p.start, max(p.end, w.end))
         else:
-            out.append(_Piece(tok, w.start, w.end))
+            out.append(_Piece(gap, tok, w.start, w.end))
     return out
 
 
-def _wrap(tokens: Sequence[str], sep: str, width: int) -> list[str]:
-    """Greedy line filling: as many tokens per line as fit in `width` characters (a longer token gets
-    a line of its own)."""
+def _wrap(pieces: Sequence[_Piece], width: int) -> list[str]:
+    """Greedy line filling: as many pieces per line as fit in `width` characters, each after its
+    gap (a longer piece gets a line of its own, without its gap)."""
     lines: list[str] = []
-    for tok in tokens:
-        if lines and len(lines[-1]) + len(sep) + len(tok) <= width:
-            lines[-1] += sep + tok
+    for p in pieces:
+        if lines and len(lines[-1]) + len(p.gap) + len(p.text) <= width:
+            lines[-1] += p.gap + p.text
         else:
-            lines.append(tok)
+            lines.append(p.text)
     return lines
 
 
@@ -163,15 +169,17 @@ def subtitle_cues(
     times. Otherwise its words are packed greedily into cues: a word goes into the current cue
     while the cue still wraps into `max_lines` lines and lasts at most `max_cue_s` seconds, else
     it starts the next cue. A single word that breaks a limit alone still gets a cue. Segments
-    with no text give no cue. Words are joined with "" for languages written without spaces
-    (`word_separator`), else with " ".
+    with no text give no cue. A cue's text is the segment's text cut at those word boundaries,
+    with its spacing and punctuation (each word is located in the segment text,
+    `words_with_spacing`; "" between words of languages written without spaces); a line break
+    replaces the spacing where a line ends.
     """
     sep = word_separator(t.language)
     cues: list[Cue] = []
     for seg in t.segments:
         text = _clean(seg.text)
         if text and sep and seg.end - seg.start <= max_cue_s:
-            lines = _wrap(text.split(" "), sep, max_line_chars)
+            lines = _wrap([_Piece(" ", tok, seg.start, seg.end) for tok in text.split(" ")], max_line_chars)
             if len(lines) <= max_lines:
                 cues.append(Cue(seg.start, seg.end, tuple(lines), seg.speaker))
                 continue
@@ -179,7 +187,7 @@ def subtitle_cues(
         cur_lines: list[str] = []
         for p in _pieces(seg, sep):
             if cur:
-                lines = _wrap([*(q.text for q in cur), p.text], sep, max_line_chars)
+                lines = _wrap([*cur, p], max_line_chars)
                 long = max(max(q.end for q in cur), p.end) - cur[0].start > max_cue_s
                 if len(lines) <= max_lines and not long:
                     cur.append(p)

@@ -6,7 +6,7 @@ Pure Python, shared by the pipeline (segment text) and the renderers (subtitle c
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 #: Languages written without spaces between words: openai-whisper's tokenizer splits their words on
 #: Unicode characters instead of spaces (`Tokenizer.split_to_word_tokens`), and WhisperX joins
@@ -25,7 +25,7 @@ def word_separator(language: str | None) -> str:
 def is_trailing_punctuation(token: str) -> bool:
     """True when `token` is non-empty and made only of punctuation that closes what precedes it.
 
-    Such tokens are glued to the previous word when text is rebuilt ("world" + "," -> "world,").
+    Such tokens are glued to the previous word when subtitle lines are cut ("world" + "," -> "world,").
     The set is openai-whisper's `append_punctuations` (`.。,，!！?？:：”)]}、`) plus `;；…»` and the
     remaining closing brackets and final quotes (Unicode categories Pe and Pf), without the
     ambiguous straight quotes. Tokens such as "&", "-", "(" or "¿" are words of their own.
@@ -34,18 +34,39 @@ def is_trailing_punctuation(token: str) -> bool:
     return bool(t) and all(c in _TRAILING or unicodedata.category(c) in ("Pe", "Pf") for c in t)
 
 
-def join_words(tokens: Iterable[str], sep: str = " ") -> str:
-    """Rebuild text from word tokens: join with `sep`, but no separator before trailing punctuation.
+def words_with_spacing(text: str, words: Sequence[str], sep: str = " ") -> list[str]:
+    """Each word of `text` with the text that precedes it there, so the words concatenate to `text`.
 
-    Tokens are stripped and inner whitespace (including newlines) collapses to one space; empty
-    tokens add nothing. A token made only of trailing punctuation (`is_trailing_punctuation`)
-    is glued to the text before it. Words usually carry their own punctuation (WhisperX splits the
-    segment text on spaces), so this is the inverse of that split.
+    Args:
+        text: the text the words were cut from, e.g. a WhisperX segment's `text` (faster-whisper's
+            decoded text, normally with one leading space).
+        words: the words in order, each a piece of `text` (surrounding whitespace ignored), as
+            WhisperX's aligners and `split()` make them.
+        sep: `word_separator` of the text's language.
+
+    Returns:
+        One string per word: the whitespace between the previous word (or the start of `text`)
+        and this word, then the word, found by locating each stripped word in `text` after the
+        previous one. The first word keeps `text`'s leading whitespace, or gets `sep` when there is
+        none. A word not found with only whitespace before it (the words do not come from `text`)
+        gets `sep` and is not searched for further. An empty word stays empty. So
+        `"".join(result).strip()` is `text.strip()` when the words cover it, and any run of
+        consecutive results joined and stripped is `text` cut at those word boundaries.
     """
-    out = ""
-    for raw in tokens:
-        tok = " ".join(raw.split())
-        if not tok:
+    out: list[str] = []
+    cursor = 0
+    for raw in words:
+        word = raw.strip()
+        if not word:
+            out.append("")
             continue
-        out = tok if not out else (out + tok if is_trailing_punctuation(tok) else out + sep + tok)
+        pos = text.find(word, cursor)
+        if pos >= 0 and not text[cursor:pos].strip():
+            gap = text[cursor:pos]
+            cursor = pos + len(word)
+        else:
+            gap = sep
+        if not gap and not any(out):
+            gap = sep  # the first word: nothing precedes it in `text`
+        out.append(gap + word)
     return out

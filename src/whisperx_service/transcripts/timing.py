@@ -24,7 +24,8 @@ def interpolate_word_times(words: list[dict[str, Any]], seg_start: float, seg_en
         words: dicts `{"word", "start"?, "end"?, "score"?}` in spoken order, as WhisperX's
             aligners produce; times in seconds from the audio's start. A word is *aligned* when
             both `start` and `end` are finite numbers; otherwise (missing, None, NaN) it is not.
-            A `speaker` string, when present, is carried over.
+            A `speaker` string, when present, is carried over. `word` is kept as given, leading
+            whitespace included (the pipeline's words carry the text preceding them).
         seg_start: start of the segment the words belong to (seconds).
         seg_end: end of that segment (seconds).
 
@@ -32,7 +33,8 @@ def interpolate_word_times(words: list[dict[str, Any]], seg_start: float, seg_en
         One `Word` per input dict, in the same order. Aligned words keep their times and score
         (`aligned=True`). Each run of unaligned words shares the gap between the previous aligned
         word's end (or `seg_start`) and the next aligned word's start (or `seg_end`), split in
-        proportion to character length (a word of 0 characters counts as 1), with `aligned=False`
+        proportion to character length without surrounding whitespace (a word of 0 characters
+        counts as 1), with `aligned=False`
         and `score=None`: the same proportional rule WhisperX uses to place words inside a
         segment when it has no alignment. All times are clamped into `[seg_start, seg_end]`,
         each word has `end >= start` and each word starts no earlier than the previous one ends
@@ -47,7 +49,7 @@ def interpolate_word_times(words: list[dict[str, Any]], seg_start: float, seg_en
         raise ValueError(f"segment ends before it starts: [{seg_start}, {seg_end}]")
 
     n = len(words)
-    texts = [str(d.get("word") or "").strip() for d in words]
+    texts = [str(d.get("word") or "") for d in words]
     starts: list[float | None] = [None] * n
     ends: list[float | None] = [None] * n
     aligned = [False] * n
@@ -89,7 +91,7 @@ def interpolate_word_times(words: list[dict[str, Any]], seg_start: float, seg_en
         right = starts[j] if j < n else seg_end
         assert left is not None and right is not None
         right = max(right, left)
-        weights = [max(len(texts[k]), 1) for k in range(i, j)]
+        weights = [max(len(texts[k].strip()), 1) for k in range(i, j)]
         total = sum(weights)
         acc = 0
         t0 = left

@@ -124,6 +124,21 @@ def test_terminal_job_with_a_lost_stream_gets_one_synthesized_terminal_event(
     assert r.status_code == 204
 
 
+def test_synthesized_succeeded_event_has_numeric_percent(
+    gateway: Gateway, submit: Callable[..., str], worker_store: JobStore, redis_client: redis.Redis
+) -> None:
+    job_id = submit()
+    _run_job(worker_store, job_id)
+    stored = _events(gateway, job_id)[-1]
+    redis_client.delete(f"wxs:job:{job_id}:events")
+    events = _events(gateway, job_id)
+    assert [e.event for e in events] == ["snapshot", "succeeded"]
+    synthesized = events[1].data
+    assert synthesized == {"type": "succeeded", "status": "succeeded", "percent": 100.0}
+    # Same JSON types as the stored terminal event the stream would have delivered.
+    assert type(synthesized["percent"]) is type(stored.data["percent"]) is float
+
+
 def test_stream_headers_and_keepalive_pings(gateway: Gateway, submit: Callable[..., str]) -> None:
     job_id = submit()
     with gateway.client.stream("GET", f"/v1/jobs/{job_id}/events") as r:

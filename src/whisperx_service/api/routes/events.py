@@ -46,13 +46,15 @@ def _terminal_event(record: JobRecord, after: tuple[int, int]) -> ServerSentEven
     """A terminal event built from the job record (the stream lost it, e.g. trimmed).
 
     Its id is the finish time in ms (where the real event would have been), kept above `after`.
+    Its data has the stored terminal event's shape, numeric fields as JSON numbers (`percent`
+    100.0 for a succeeded job).
     """
     finished = record.finished_at or record.created_at
     ms = int(finished.timestamp() * 1000)
     eid = (ms, 0) if (ms, 0) > after else (after[0], after[1] + 1)
-    data = {"type": record.status.value, "status": record.status.value}
+    data: dict[str, str | float] = {"type": record.status.value, "status": record.status.value}
     if record.status.value == EventType.succeeded:
-        data["percent"] = "100"
+        data["percent"] = 100.0  # a number, as `event_payload` gives the stored events' numeric fields
     if record.error is not None:
         data |= {"code": record.error.code, "message": record.error.message}
     return ServerSentEvent(data=json.dumps(data), event=record.status.value, id=f"{eid[0]}-{eid[1]}")

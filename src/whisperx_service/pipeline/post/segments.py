@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 from whisperx_service.domain.transcript import Segment, Word
-from whisperx_service.transcripts.text import join_words
 
 #: A word at most this long (seconds) whose speaker differs from two identical neighbours takes
 #: theirs: diarization turn boundaries jitter by about 0.1-0.3 s around the true change.
@@ -39,15 +38,19 @@ def smooth_speaker_flips(words: list[Word], max_word_s: float = SMOOTH_MAX_WORD_
     return out
 
 
-def _segment(seg_id: int, words: Sequence[Word], sep: str) -> Segment:
-    """A segment made of `words` (non-empty, one speaker): text, bounds and speaker from them."""
+def _segment(seg_id: int, words: Sequence[Word]) -> Segment:
+    """A segment made of `words` (non-empty, one speaker): text, bounds and speaker from them.
+
+    The text is the words' texts concatenated (each carries the text preceding it in WhisperX's
+    segment text), stripped; the segment's words are stripped copies.
+    """
     return Segment(
         id=seg_id,
         start=words[0].start,
         end=max(w.end for w in words),
-        text=join_words((w.word for w in words), sep),
+        text="".join(w.word for w in words).strip(),
         speaker=words[0].speaker,
-        words=list(words),
+        words=[w if w.word == w.word.strip() else w.model_copy(update={"word": w.word.strip()}) for w in words],
     )
 
 
@@ -68,7 +71,6 @@ def build_segments(
     max_gap_s: float = 1.5,
     max_duration_s: float = 30.0,
     smooth_max_s: float = SMOOTH_MAX_WORD_S,
-    word_sep: str = " ",
 ) -> list[Segment]:
     """Group a flat, time-ordered word list (e.g. after merging chunks) into segments.
 
@@ -76,9 +78,14 @@ def build_segments(
     longer than `max_gap_s` seconds (next word's start minus the segment's end), and before a
     word whose end would make the segment longer than `max_duration_s` seconds (30 s by default,
     the length of Whisper's input window, so segments look like Whisper's own). A single word
-    longer than `max_duration_s` makes a segment of its own. Each segment's text is rebuilt from
-    its words (`join_words` with `word_sep`; use `word_separator(language)`), its start/end are
-    its first word's start and its latest word's end (seconds), its speaker is its words'
+    longer than `max_duration_s` makes a segment of its own.
+
+    Text: each input word's `word` carries the text that precedes it in its WhisperX segment's
+    text (one space, "" or other whitespace; see `stages.words.words_of_segments`), so a segment's text is
+    its words' texts concatenated and stripped: WhisperX's own text cut at word boundaries, with
+    its spacing and punctuation ("cold-hearted" stays one word, never "cold -hearted"). The
+    segment's words are stripped copies (the public `word` has no leading space). Its start/end
+    are its first word's start and its latest word's end (seconds), its speaker is its words'
     speaker; ids run 0..n-1.
 
     Raises:
@@ -92,10 +99,10 @@ def build_segments(
         cur_end = -math.inf
         for w in run:
             if cur and (w.start - cur_end > max_gap_s or max(cur_end, w.end) - cur[0].start > max_duration_s):
-                out.append(_segment(len(out), cur, word_sep))
+                out.append(_segment(len(out), cur))
                 cur, cur_end = [], -math.inf
             cur.append(w)
             cur_end = max(cur_end, w.end)
         if cur:
-            out.append(_segment(len(out), cur, word_sep))
+            out.append(_segment(len(out), cur))
     return out

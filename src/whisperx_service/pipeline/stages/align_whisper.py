@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from whisperx_service.transcripts.text import word_separator
+
 log = logging.getLogger(__name__)
 
 #: Sample rate (Hz) of the audio Whisper takes.
@@ -40,7 +42,8 @@ MIN_WINDOW_S = 0.05
 
 @dataclass
 class _Unit:
-    """One word as Whisper's tokenizer splits it (punctuation is a unit of its own)."""
+    """One word unit as Whisper's tokenizer splits it: a new unit at each leading space and at each
+    punctuation token, so "cold-hearted" is " cold" + "-hearted" and "woman." is " woman" + "."."""
 
     text: str  # with its leading space, as decoded
     tokens: list[int]
@@ -70,9 +73,12 @@ def align_with_whisper(
     Returns:
         One dict per input segment, a copy with `words: [{"word", "start", "end", "score"}]` added:
         times in absolute seconds (3 decimals), non-decreasing and inside the segment's audio;
-        `score` the mean token probability (0-1). Punctuation is merged into the previous word (or
-        the next one at the start). A word that could not be timed keeps `start`/`end`/`score`
-        None. A segment with empty text gets `words: []`. Segment `start`/`end` are unchanged.
+        `score` the mean token probability (0-1). Words are the segment text's pieces between
+        whitespace, as WhisperX's wav2vec2 aligner splits it ("cold-hearted", "woman."), so each
+        word is found in the text in order; in languages written without spaces each of Whisper's
+        word units is a word, with punctuation joined to the word it touches. A word that could not
+        be timed keeps `start`/`end`/`score` None. A segment with empty text gets `words: []`.
+        Segment `start`/`end` and `text` are unchanged.
 
     Raises:
         ValueError: `language` is not a Whisper language code (multilingual models).
@@ -85,7 +91,7 @@ def align_with_whisper(
     aligned: list[dict[str, Any]] = []
     for index, segment in enumerate(segments):
         units = _align_segment(model, tokenizer, segment, audio, audio_s)
-        aligned.append({**segment, "words": _merge_punctuation(units)})
+        aligned.append({**segment, "words": _words(units, language)})
         if progress is not None:
             progress(100.0 * (index + 1) / len(segments))
     return aligned
@@ -177,29 +183,58 @@ def _is_punctuation(text: str) -> bool:
     return bool(stripped) and all(not c.isalnum() for c in stripped)
 
 
-def _merge_punctuation(units: list[_Unit]) -> list[dict[str, Any]]:
-    """Turn units into output words: punctuation joins the previous word (the next one at the start)."""
-    words: list[dict[str, Any]] = []
-    pending = ""  # leading punctuation waiting for the first word
+def _group_units(units: list[_Unit], spaced: bool) -> list[list[_Unit]]:
+    """Units grouped into words as WhisperX's space split groups the text.
+
+    A unit that does not start with whitespace and follows a unit that does not end with it is
+    part of the previous word when the language is written with spaces (`spaced`): "cold" + "-hearted",
+    "woman" + "." make "cold-hearted", "woman.". Without spaces each unit is a word of its own,
+    except that punctuation ("。") joins the word it touches, the previous one, or the next one
+    at the start. Whitespace-only units are dropped (they only mark a boundary).
+    """
+    groups: list[list[_Unit]] = []
+    pending: list[_Unit] = []  # leading punctuation waiting for the first word (no-space languages)
+    boundary = True  # the next unit starts a new word
     for unit in units:
-        text = unit.text.strip()
-        if not text:
+        if not unit.text.strip():
+            boundary = True
             continue
-        if _is_punctuation(text):
-            if words:
-                words[-1]["word"] += text
+        touching = not boundary and not unit.text[0].isspace()
+        if groups and touching and (spaced or _is_punctuation(unit.text)):
+            groups[-1].append(unit)
+        elif not spaced and _is_punctuation(unit.text) and not groups:
+            pending.append(unit)
+        else:
+            if pending and not unit.text[0].isspace():
+                groups.append([*pending, unit])
             else:
-                pending += text
-            continue
-        words.append(
+                groups += [[p] for p in pending]
+                groups.append([unit])
+            pending = []
+        boundary = unit.text[-1].isspace()
+    groups += [[p] for p in pending]  # text made of punctuation only
+    return groups
+
+
+def _words(units: list[_Unit], language: str) -> list[dict[str, Any]]:
+    """Turn units into output words `{word, start, end, score}` (see `_group_units`).
+
+    A word's text is its units' texts concatenated and stripped, its times run from its first
+    timed unit's start to its last timed unit's end (None when no unit is timed), its score is the
+    mean probability of its timed units' tokens.
+    """
+    out: list[dict[str, Any]] = []
+    for group in _group_units(units, word_separator(language) != ""):
+        timed = [u for u in group if u.start is not None and u.end is not None]
+        scored = [(u.score, len(u.tokens)) for u in timed if u.score is not None]
+        weight = sum(n for _, n in scored)
+        score = sum(p * n for p, n in scored) / weight if weight else None
+        out.append(
             {
-                "word": pending + text,
-                "start": None if unit.start is None else round(unit.start, 3),
-                "end": None if unit.end is None else round(unit.end, 3),
-                "score": None if unit.score is None else round(unit.score, 3),
+                "word": "".join(u.text for u in group).strip(),
+                "start": round(timed[0].start, 3) if timed and timed[0].start is not None else None,
+                "end": round(timed[-1].end, 3) if timed and timed[-1].end is not None else None,
+                "score": None if score is None else round(score, 3),
             }
         )
-        pending = ""
-    if pending:  # text made of punctuation only
-        words.append({"word": pending, "start": None, "end": None, "score": None})
-    return words
+    return out

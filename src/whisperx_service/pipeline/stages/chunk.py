@@ -21,12 +21,16 @@ from whisperx_service.pipeline.post.speakers import assign_speakers
 from whisperx_service.pipeline.stages.align import align
 from whisperx_service.pipeline.stages.diarize import diarize
 from whisperx_service.pipeline.stages.transcribe import transcribe
-from whisperx_service.transcripts.timing import interpolate_word_times
+from whisperx_service.pipeline.stages.words import words_of_segments
+from whisperx_service.transcripts.text import word_separator
 
 
 @dataclass
 class ChunkResult:
     """One chunk's checkpoint: everything the merge needs, times absolute (seconds).
+
+    Each word's `word` starts with the text that precedes it in WhisperX's segment text
+    (`words_of_segments`); the final transcript's words are stripped (`build_segments`).
 
     Speaker labels are the chunk's own (its diarizer's); `embeddings` maps each to its centroid.
     """
@@ -62,22 +66,6 @@ class ChunkResult:
         )
 
 
-def _words_of(segments: list[dict[str, Any]], offset_s: float, end_s: float) -> list[Word]:
-    """Every word of the segments with absolute times (unaligned ones interpolated, flagged)."""
-    out: list[Word] = []
-    for seg in segments:
-        start = max(0.0, min(float(seg["start"]), end_s - offset_s))
-        end = max(start, min(float(seg["end"]), end_s - offset_s))
-        raw = seg.get("words") or [{"word": w} for w in str(seg.get("text", "")).split()]
-        shifted = [
-            {**w, "start": w["start"] + offset_s if w.get("start") is not None else None,
-             "end": w["end"] + offset_s if w.get("end") is not None else None}
-            for w in raw
-        ]  # fmt: skip
-        out += interpolate_word_times(shifted, start + offset_s, end + offset_s)
-    return out
-
-
 def process_chunk(
     chunk: Chunk,
     pcm: np.ndarray,
@@ -95,8 +83,8 @@ def process_chunk(
             those it holds, clipped to its edges.
 
     Returns:
-        The chunk's words (absolute seconds, speakers by the chunk's own labels), turns and
-        per-speaker embeddings.
+        The chunk's words (absolute seconds, speakers by the chunk's own labels, each with the
+        text preceding it in WhisperX's segment text), turns and per-speaker embeddings.
     """
     timings: dict[str, float] = {}
     # The models read the chunk from the whole second at or before its start (a whole number of
@@ -115,7 +103,7 @@ def process_chunk(
         progress(Stage.align, 0.0)
         segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
         timings["align"] = time.perf_counter() - t
-    words = _words_of(segments, origin, chunk.end_s)
+    words = words_of_segments(segments, origin, chunk.end_s, word_separator(language))
     turns: list[SpeakerTurn] = []
     embeddings: dict[str, list[float] | None] = {}
     if options.diarize:
