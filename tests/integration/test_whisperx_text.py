@@ -26,7 +26,6 @@ from whisperx_service.pipeline.plan import JobPaths
 from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.worker.models import ModelCache
 
-pytestmark = pytest.mark.e2e
 
 #: Two voices, one WhisperX segment: the service cuts it at the speaker change.
 HYPHEN_SCRIPT = [
