@@ -26,7 +26,6 @@ from whisperx_service.pipeline.plan import JobPaths
 from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.worker.models import ModelCache
 
-
 #: Two voices, one WhisperX segment: the service cuts it at the speaker change.
 HYPHEN_SCRIPT = [
     ("A", "She was a cold-hearted and ill-disposed woman. The match ended 5-5 after extra time."),
