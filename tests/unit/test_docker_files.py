@@ -174,6 +174,7 @@ def test_api_and_worker_share_the_storage_volume(services: dict[str, dict[str, A
         assert svc["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert "storage" in compose["volumes"]
     assert any(str(p).endswith(":8000") for p in api["ports"])  # container port of the CMD
+    assert all(str(p).startswith("${API_PUBLISH_ADDRESS:-127.0.0.1}:") for p in api["ports"]), "loopback by default"
 
 
 def test_worker_reserves_a_gpu_and_caches_models(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
