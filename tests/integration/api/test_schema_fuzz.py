@@ -60,6 +60,5 @@ def test_no_server_errors(keyed: tuple[Gateway, str]) -> None:
                 assert set(response.json()) == {"error"}, response.text[:500]
 
         check()
-    print(f"
-[schemathesis] {len(seen)} calls:", dict(Counter(seen)))
+    print(f"\n[schemathesis] {len(seen)} calls:", dict(Counter(seen)))
     assert len(seen) >= len(operations)
