@@ -162,6 +162,9 @@ def test_redis_is_durable_and_never_evicts(services: dict[str, dict[str, Any]], 
     assert pairs["--appendonly"] == "yes"
     assert pairs["--appendfsync"] in {"everysec", "always"}
     assert pairs["--maxmemory-policy"] == "noeviction"
+    assert pairs["--maxmemory"] and "REDIS_PASSWORD" in pairs["--requirepass"]
+    assert redis["networks"] == ["backend"] and compose["networks"]["backend"]["internal"] is True
+    assert "ports" not in redis
     assert "redis-cli" in redis["healthcheck"]["test"] and "ping" in redis["healthcheck"]["test"]
     assert _mounts(redis)["/data"] in compose["volumes"]
 
@@ -171,7 +174,9 @@ def test_api_and_worker_share_the_storage_volume(services: dict[str, dict[str, A
     for svc in (api, worker):
         root = svc["environment"]["STORAGE_ROOT"]
         assert _mounts(svc)[root] == "storage"
-        assert svc["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert (
+            svc["environment"]["REDIS_URL"].startswith("redis://") and "@redis:6379/" in svc["environment"]["REDIS_URL"]
+        )
     assert "storage" in compose["volumes"]
     assert any(str(p).endswith(":8000") for p in api["ports"])  # container port of the CMD
     assert all(str(p).startswith("${API_PUBLISH_ADDRESS:-127.0.0.1}:") for p in api["ports"]), "loopback by default"
@@ -212,6 +217,17 @@ def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) ->
             continue
         path = _dockerfile_of(svc)
         assert path is not None and any(op == "HEALTHCHECK" for op, _ in dockerfile(path)), name
+
+
+def test_containers_are_hardened(services: dict[str, dict[str, Any]]) -> None:
+    for name, svc in services.items():
+        assert "no-new-privileges:true" in svc["security_opt"], name
+        assert svc["cap_drop"] == ["ALL"], name
+        assert svc["pids_limit"] > 0 and svc["mem_limit"], name
+    assert services["api"]["read_only"] is True and services["redis"]["read_only"] is True
+    for name in ("api", "worker"):
+        assert "REDIS_PASSWORD" in services[name]["environment"]["REDIS_URL"], name
+    assert services["api"]["environment"]["HF_TOKEN"] == "", "the gateway never gets the hub token"
 
 
 def test_env_file_is_optional(services: dict[str, dict[str, Any]]) -> None:
