@@ -171,12 +171,19 @@ def keys_list(as_json: bool) -> None:
 @click.argument("name_or_id")
 def keys_revoke(name_or_id: str) -> None:
     """Revoke a key: every gateway refuses it from its next request on."""
+    import redis
+
     from whisperx_service.access.keys import KeyAdminError
 
     try:
         key = _registry().revoke(name_or_id)
     except KeyAdminError as exc:
         raise click.ClickException(str(exc)) from exc
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            "the key is revoked in storage, but Redis could not be updated, so gateways may still accept it: "
+            "run this again once Redis answers"
+        ) from exc
     click.echo(f"revoked {key.id} ({key.name})")
 
 

@@ -116,13 +116,18 @@ def test_a_key_with_a_wrong_secret_is_refused(gw: Gateway, registry: KeyRegistry
     assert gw.client.get("/v1/jobs", headers=bearer(key)).status_code == 200
 
 
-def test_revoked_key_is_refused_at_once(gw: Gateway, registry: KeyRegistry, redis_client: redis.Redis) -> None:
+def test_revoked_key_is_refused_at_once_on_every_gateway(
+    gw: Gateway, auth_settings: Settings, celery_app: Celery, registry: KeyRegistry, redis_client: redis.Redis
+) -> None:
     _, key = registry.create("alice")
-    assert gw.client.get("/v1/jobs", headers=bearer(key)).status_code == 200
-    registry.revoke("alice")
-    r = gw.client.get("/v1/jobs", headers=bearer(key))
-    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-    assert submit(gw, key).status_code == 401
+    for other in serve(auth_settings, celery_app):  # a second gateway process on the same Redis
+        assert gw.client.get("/v1/jobs", headers=bearer(key)).status_code == 200
+        assert other.client.get("/v1/jobs", headers=bearer(key)).status_code == 200
+        registry.revoke("alice")
+        for g in (gw, other):
+            r = g.client.get("/v1/jobs", headers=bearer(key))
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            assert submit(g, key).status_code == 401
     nothing_created(gw, redis_client)
 
 
