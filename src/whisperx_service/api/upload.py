@@ -42,6 +42,7 @@ from whisperx_service.errors import (
     InvalidRequest,
     MalformedMultipart,
     PayloadTooLarge,
+    ServiceError,
     UnsupportedMedia,
     UnsupportedMediaType,
     UploadTimeout,
@@ -160,6 +161,22 @@ async def _probe(path: Path, limits: LimitsSettings) -> MediaInfo:
 
 async def receive_upload(
     request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int = 0
+) -> Upload:
+    """`_receive_upload`; a refused upload's answer closes the connection (`Connection: close`), so
+    the HTTP server stops reading a body nobody wants instead of draining it without limit.
+
+    Raises:
+        See `_receive_upload`.
+    """
+    try:
+        return await _receive_upload(request, storage, job_id, limits, min_free_bytes=min_free_bytes)
+    except ServiceError as e:
+        e.headers["Connection"] = "close"
+        raise
+
+
+async def _receive_upload(
+    request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int
 ) -> Upload:
     """Stream the multipart body into `jobs/<job_id>/source`, validate the fields, probe the file.
 
