@@ -19,6 +19,7 @@ import pytest
 import redis
 from celery import Celery
 
+from tests.hostile_media import concat_list, hls_playlist
 from tests.integration.api.conftest import TEST_MAX_UPLOAD, Gateway, queued_job_ids, serve, wav_bytes
 from whisperx_service.api.multipart_form import media_type_allowed
 from whisperx_service.config import LimitsSettings, Settings, StorageSettings
@@ -156,19 +157,9 @@ def test_content_length_larger_than_the_body_times_out(strict: Gateway, redis_cl
     _nothing_left(strict, redis_client)
 
 
-def _concat_list(target: Path, nul: bool) -> bytes:
-    text = f"ffconcat version 1.0\nfile '{target}'\n".encode()
-    return text + (b"# \x00\n" if nul else b"")
-
-
-def _hls_playlist(target: Path, nul: bool) -> bytes:
-    head = b"#EXTM3U\n" + (b"#\x00\n" if nul else b"")
-    return head + f"#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{target}\n#EXT-X-ENDLIST\n".encode()
-
-
 @pytest.mark.parametrize(
     ("make", "nul"),
-    [(_concat_list, False), (_concat_list, True), (_hls_playlist, False), (_hls_playlist, True)],
+    [(concat_list, False), (concat_list, True), (hls_playlist, False), (hls_playlist, True)],
     ids=["concat", "concat-nul", "hls", "hls-nul"],
 )
 def test_playlists_disguised_as_audio_are_refused(
@@ -177,7 +168,7 @@ def test_playlists_disguised_as_audio_are_refused(
     target = tmp_path / "real.wav"  # a real file the list points at: ffmpeg would follow it
     target.write_bytes(wav_bytes(1.0))
     assert callable(make)
-    data: bytes = make(target, nul)
+    data: bytes = make(target, nul=nul)
     # With a NUL byte libmagic no longer sees text: the type check lets it through, ffprobe must not.
     assert media_type_allowed(str(magic.from_buffer(data, mime=True))) is nul
     _error(_post_file(strict, "talk.wav", data), 415, "unsupported_media", strict)
@@ -227,7 +218,7 @@ def test_error_messages_carry_no_server_path(strict: Gateway, redis_client: redi
     target = tmp_path / "real.wav"
     target.write_bytes(wav_bytes(1.0))
     answers = [
-        _post_file(strict, "list.wav", _concat_list(target, nul=True)),
+        _post_file(strict, "list.wav", concat_list(target, nul=True)),
         _post_file(strict, "noise.wav", os.urandom(4096)),
         _post_file(strict, "notes.wav", b"just some words\n" * 300),
         strict.client.post("/v1/jobs", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"}),
