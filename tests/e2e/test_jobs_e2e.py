@@ -205,6 +205,6 @@ def test_text_file_is_refused_at_upload(service: Service, tmp_path: Path) -> Non
     with service.client() as c, txt.open("rb") as f:
         r = c.post("/v1/jobs", files={"file": ("notes.wav", f, "audio/wav")})
     assert r.status_code == 415, r.text
-    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert r.json()["error"]["code"] == "unsupported_media"
     after = sorted(p.name for p in jobs_root.iterdir()) if jobs_root.exists() else []
     assert after == before, "no job directory and no temp file is left behind"
