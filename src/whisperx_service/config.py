@@ -105,6 +105,12 @@ class StorageSettings(BaseSettings):
     model_config = _group("STORAGE_")
 
     root: Path = Path("./data")
+    min_free_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Free space (bytes) an upload must leave on storage: refused (507) before it starts "
+        "and stopped while it streams when less would be left",
+    )
 
 
 class LimitsSettings(BaseSettings):
@@ -115,6 +121,9 @@ class LimitsSettings(BaseSettings):
     max_upload_bytes: int = Field(5 * 1024**3, gt=0, description="Largest accepted upload (bytes)")
     max_duration_s: float = Field(12 * 3600.0, gt=0, description="Longest accepted audio (seconds)")
     max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds an upload may send nothing before it is refused (408) and removed"
+    )
 
 
 class RetentionSettings(BaseSettings):

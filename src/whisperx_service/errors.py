@@ -6,14 +6,17 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── InternalError                  500 internal_error       something failed that should not have
      ├── Unauthorized                   401 unauthorized         no key, a malformed, unknown or revoked key
      ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
+     ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
      ├── RouteNotFound                  404 not_found            no such route
      ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
+     ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
      ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
      ├── JobFinished                    409 job_finished         cancel of a job that already ended
      ├── JobRunning                     409 job_running          purge of a job a worker runs
      ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
-     ├── UnsupportedMediaType           415 unsupported_media_type  not multipart, or not audio/video
+     ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
+     ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
      ├── InvalidRequest                 422 invalid_request      bad form field, query or header
      │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
      │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
@@ -25,7 +28,8 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      └── JobFailure                         pipeline_failed      a job failed (its `error.code`; never an HTTP answer)
           ├── AudioDecodeFailed             audio_decode_failed  ffmpeg cannot decode the file
           │    └── FfmpegMissing            ffmpeg_missing       no ffmpeg on the worker
-          ├── AudioTooLong                  audio_too_long       longer than MAX_DURATION_S
+          ├── AudioTooLong              413 audio_too_long       longer than MAX_DURATION_S (at upload: 413; in the
+          │                                                      worker: the failed job's code)
           ├── ModelLoadFailed               model_load_failed    a model cannot be loaded
           ├── LanguageNotSupported          language_not_supported  English-only model, another language asked
           ├── TimeLimit                     time_limit           ran past WORKER_TASK_SOFT_TIME_LIMIT_S
@@ -35,7 +39,8 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
 Routes never build HTTPException by hand: they raise one of these, and one exception handler
 (`api/errors.py`) turns it into the error body with `http_status`. The pipeline raises only
 `JobFailure` subclasses; the store raises none of these (plain `ValueError` for a bad cursor).
-A message never carries a server path or an exception's text.
+A message never carries a server path or an exception's text. A job failure's message is fixed
+per code (`public_message`); the detailed message goes to the worker's log with the job id.
 """
 
 from __future__ import annotations
@@ -81,6 +86,15 @@ class AdminOnly(ServiceError):
     http_status = 403
 
 
+class MalformedMultipart(ServiceError):
+    """The body is not valid multipart/form-data: no boundary, a boundary that breaks RFC 2046
+    (1-70 characters of its `bchars`), broken framing, or a body that ends before its closing
+    boundary."""
+
+    code = "malformed_multipart"
+    http_status = 400
+
+
 class RouteNotFound(ServiceError):
     """No route matches the path."""
 
@@ -100,6 +114,13 @@ class MethodNotAllowed(ServiceError):
 
     code = "method_not_allowed"
     http_status = 405
+
+
+class UploadTimeout(ServiceError):
+    """The client sent no bytes of its upload for UPLOAD_IDLE_TIMEOUT_S seconds."""
+
+    code = "upload_timeout"
+    http_status = 408
 
 
 class JobNotFinished(ServiceError):
@@ -131,9 +152,17 @@ class PayloadTooLarge(ServiceError):
 
 
 class UnsupportedMediaType(ServiceError):
-    """The body is not multipart/form-data, or the upload is not audio or video."""
+    """The request body is not multipart/form-data."""
 
     code = "unsupported_media_type"
+    http_status = 415
+
+
+class UnsupportedMedia(ServiceError):
+    """The uploaded file is not audio or video in an allowed container format, or has no audio
+    stream (libmagic on its first bytes, then ffprobe on the whole file)."""
+
+    code = "unsupported_media"
     http_status = 415
 
 
@@ -204,57 +233,73 @@ class InsufficientStorage(ServiceError):
 
 
 class JobFailure(ServiceError):
-    """A job failed in the worker: it ends `failed` with this code and message (never an HTTP answer)."""
+    """A job failed in the worker: it ends `failed` with this code and `public_message`.
+
+    Never an HTTP answer, except a subclass that sets its own `http_status` (`AudioTooLong`). The
+    message given at the raise site may name paths or carry an exception's text: it goes to the
+    worker's log only; the job's error carries `public_message`, fixed per code.
+    """
 
     code = "pipeline_failed"
+    public_message = "the job failed in the worker"
 
 
 class AudioDecodeFailed(JobFailure):
     """ffmpeg could not decode the source (not audio, corrupt, no audio stream)."""
 
     code = "audio_decode_failed"
+    public_message = "the file cannot be decoded as audio (not audio, corrupt, or no audio stream)"
 
 
 class FfmpegMissing(AudioDecodeFailed):
     """ffmpeg is not installed on the worker."""
 
     code = "ffmpeg_missing"
+    public_message = "ffmpeg is not installed on the worker"
 
 
 class AudioTooLong(JobFailure):
-    """The decoded audio is longer than MAX_DURATION_S."""
+    """The audio is longer than MAX_DURATION_S: 413 at upload (ffprobe's duration), or the failed
+    job's code when the decoded audio turns out longer."""
 
     code = "audio_too_long"
+    http_status = 413
+    public_message = "the audio is longer than the service's limit (MAX_DURATION_S)"
 
 
 class ModelLoadFailed(JobFailure):
     """A model could not be loaded (missing directory, no network for a hub name, bad token)."""
 
     code = "model_load_failed"
+    public_message = "a model cannot be loaded on the worker (see the worker's log)"
 
 
 class LanguageNotSupported(JobFailure):
     """The ASR model is English-only and another language was asked for."""
 
     code = "language_not_supported"
+    public_message = "the ASR model is English-only; another language was asked for"
 
 
 class TimeLimit(JobFailure):
     """The job ran longer than WORKER_TASK_SOFT_TIME_LIMIT_S."""
 
     code = "time_limit"
+    public_message = "the job ran longer than the worker's time limit"
 
 
 class WorkerLost(JobFailure):
     """The job's workers died WORKER_MAX_ATTEMPTS times (the store's Lua scripts write this code)."""
 
     code = "worker_lost"
+    public_message = "the job's workers died too many times"
 
 
 class JobCrashed(JobFailure):
     """An unexpected error in the worker; the exception is in the worker's log, never in the job."""
 
     code = "job_crashed"
+    public_message = "an unexpected error in the worker (see the worker's log)"
 
 
 def all_codes() -> dict[str, type[ServiceError]]:

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Service
+from tests.hostile_media import unknown_codec_wav
 from tests.metrics import der, wer, word_speaker_accuracy
 from tests.speech import SAMPLE_WAV, make_conversation, read_rttm, read_stm
 from tests.sse import SseEvent, stream_id
+from whisperx_service.errors import AudioDecodeFailed
 
 STAGES = ["decode", "transcribe", "align", "diarize", "merge"]
 
@@ -177,13 +179,14 @@ def test_models_load_once_per_worker(sample_job: JobRun, conversation_job: JobRu
 
 
 def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> None:
-    # A RIFF/WAVE header (so the type check lets it through) followed by garbage.
+    # A well-formed WAV (so libmagic and ffprobe let it through) whose codec tag no decoder knows.
     bad = tmp_path / "broken.wav"
-    bad.write_bytes(b"RIFF\x24\x00\x10\x00WAVEfmt " + bytes(range(256)) * 64)
+    bad.write_bytes(unknown_codec_wav())
     job = service.submit(bad)
     st = service.wait(job["id"], 120)
     assert st["status"] == "failed"
     assert st["error"]["code"] == "audio_decode_failed"
+    assert st["error"]["message"] == AudioDecodeFailed.public_message  # never ffmpeg's output
     job_dir = service.storage / "jobs" / job["id"]
     leftovers = sorted(p.name for p in job_dir.iterdir())
     assert leftovers == ["final.json", "job.json", "source"], leftovers  # no work/ (decoded audio) left
@@ -202,6 +205,6 @@ def test_text_file_is_refused_at_upload(service: Service, tmp_path: Path) -> Non
     with service.client() as c, txt.open("rb") as f:
         r = c.post("/v1/jobs", files={"file": ("notes.wav", f, "audio/wav")})
     assert r.status_code == 415, r.text
-    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert r.json()["error"]["code"] == "unsupported_media"
     after = sorted(p.name for p in jobs_root.iterdir()) if jobs_root.exists() else []
     assert after == before, "no job directory and no temp file is left behind"

@@ -16,7 +16,7 @@ from python_multipart.multipart import parse_options_header
 
 from whisperx_service.api.writer import SourceWriter
 from whisperx_service.domain.jobs import JobOptions
-from whisperx_service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from whisperx_service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -40,6 +40,8 @@ ALLOWED_MEDIA_TYPES = frozenset(
     }
 )
 _MAX_FILENAME_CHARS = 255
+#: The message of every `unsupported_media` answer (the reason is logged, never sent).
+UNSUPPORTED_MEDIA = "the file is not audio or video in a supported format"
 
 
 def clean_filename(raw: str | None) -> str | None:
@@ -69,7 +71,7 @@ class FormReader:
         InvalidRequest: a part without a name, an unknown or repeated field, a field over
             `max_field_bytes`, a value that is not UTF-8, invalid options.
         PayloadTooLarge: the file part exceeds `max_file_bytes`.
-        UnsupportedMediaType: libmagic says the file is not audio or video.
+        UnsupportedMedia: libmagic says the file is not audio or video.
     """
 
     tmp_path: Path
@@ -174,9 +176,7 @@ class FormReader:
             return
         self.media_type = str(magic.from_buffer(bytes(head), mime=True))
         if not media_type_allowed(self.media_type):
-            raise UnsupportedMediaType(
-                f"the file looks like {self.media_type}, not audio or video",
-            )
+            raise UnsupportedMedia(UNSUPPORTED_MEDIA)
         assert self.writer is not None
         self.writer.append(memoryview(head))
 

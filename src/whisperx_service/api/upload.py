@@ -3,8 +3,13 @@
 The body is parsed incrementally as it arrives from `request.stream()` by python-multipart's
 low-level `MultipartParser` (callbacks, no spooling). The `file` part's bytes are counted against
 `MAX_UPLOAD_BYTES` and go to a temp file in the job's directory; the first `SNIFF_BYTES` are held
-back until libmagic has looked at them. At the end the file is fsynced and renamed to `source`.
+back until libmagic has looked at them. At the end the file is fsynced and renamed to `source`,
+and ffprobe checks it (`media.probe`: an allowed container with audio, at most `MAX_DURATION_S`).
 The other form fields are the job options, each capped at `MAX_FORM_FIELD_BYTES`.
+
+Hostile bodies: the raw body is counted against `body_limit` (whatever its bytes are spent on),
+the boundary must follow RFC 2046, a client that sends nothing for `UPLOAD_IDLE_TIMEOUT_S` is
+dropped (408), and free space on storage is checked before and while the body streams.
 
 The file is written by `writer.SourceWriter`; the parser's callbacks are `multipart_form.FormReader`.
 """
@@ -12,7 +17,10 @@ The file is written by `writer.SourceWriter`; the parser's callbacks are `multip
 from __future__ import annotations
 
 import errno
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -21,23 +29,41 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from whisperx_service.api.multipart_form import FormReader, parse_options
+from whisperx_service import media
+from whisperx_service.api.multipart_form import OPTION_FIELDS, UNSUPPORTED_MEDIA, FormReader, parse_options
+from whisperx_service.api.writer import WRITE_BATCH_BYTES
 from whisperx_service.config import LimitsSettings
 from whisperx_service.domain.jobs import JobOptions
 from whisperx_service.errors import (
+    AudioTooLong,
     EmptyUpload,
     InsufficientStorage,
+    InternalError,
     InvalidRequest,
+    MalformedMultipart,
     PayloadTooLarge,
+    ServiceError,
+    UnsupportedMedia,
     UnsupportedMediaType,
+    UploadTimeout,
 )
+from whisperx_service.logs import get_logger
+from whisperx_service.media import MediaInfo
 from whisperx_service.storage.local import TMP_PREFIX, Storage
 
-#: Allowance (bytes) for multipart boundaries, part headers and option fields in the early
-#: Content-Length check: a body longer than MAX_UPLOAD_BYTES plus this is refused unread.
+log = get_logger(__name__)
+
+#: Allowance (bytes) for multipart boundaries and part headers on top of the file and the option
+#: fields: the raw body may be at most `body_limit` bytes, however its bytes are spent.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 #: errno values that mean the storage is full (no space, or the user's quota is used up).
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Longest multipart boundary (RFC 2046, section 5.1.1: 1 to 70 characters).
+MAX_BOUNDARY_CHARS = 70
+#: A boundary's characters (RFC 2046 `bchars`; a space may not be the last one).
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+#: Free space on storage is checked again after every this many bytes of body (one write batch).
+FREE_CHECK_BYTES = WRITE_BATCH_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,26 +75,36 @@ class Upload:
     filename: str | None  # the client's name, cleaned (metadata only)
     size_bytes: int
     media_type: str  # libmagic's verdict on the first bytes
+    media: MediaInfo  # ffprobe's: demuxer, duration, audio streams
 
 
-def check_content_length(request: Request, limits: LimitsSettings) -> None:
+def body_limit(limits: LimitsSettings) -> int:
+    """Most bytes a POST /v1/jobs body may have: the file, every option field at its limit, and
+    `MULTIPART_OVERHEAD_BYTES` for boundaries and part headers."""
+    return limits.max_upload_bytes + len(OPTION_FIELDS) * limits.max_form_field_bytes + MULTIPART_OVERHEAD_BYTES
+
+
+def check_content_length(request: Request, limits: LimitsSettings) -> int | None:
     """Refuse a body that announces itself as too large, before reading any of it.
 
+    Returns:
+        The announced length in bytes, or None for a chunked body.
     Raises:
-        PayloadTooLarge: Content-Length exceeds MAX_UPLOAD_BYTES + `MULTIPART_OVERHEAD_BYTES`.
+        PayloadTooLarge: Content-Length exceeds `body_limit`.
         InvalidRequest: Content-Length is not a number.
     """
     raw = request.headers.get("content-length")
     if raw is None:
-        return
+        return None
     try:
         length = int(raw)
     except ValueError:
         raise InvalidRequest("Content-Length is not a number") from None
-    if length > limits.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
+    if length > body_limit(limits):
         raise PayloadTooLarge(
             f"request body of {length} bytes exceeds the upload limit of {limits.max_upload_bytes} bytes"
         )
+    return length
 
 
 def _boundary(request: Request) -> bytes:
@@ -77,12 +113,72 @@ def _boundary(request: Request) -> bytes:
         raise UnsupportedMediaType("the request body must be multipart/form-data with a `file` part")
     boundary = params.get(b"boundary")
     if not boundary:
-        raise InvalidRequest("multipart/form-data without a boundary")
+        raise MalformedMultipart("multipart/form-data without a boundary")
+    if len(boundary) > MAX_BOUNDARY_CHARS or not _BOUNDARY.fullmatch(boundary):
+        raise MalformedMultipart(f"the multipart boundary must be 1 to {MAX_BOUNDARY_CHARS} characters (RFC 2046)")
     return boundary
 
 
-async def receive_upload(request: Request, storage: Storage, job_id: str, limits: LimitsSettings) -> Upload:
-    """Stream the multipart body into `jobs/<job_id>/source` and validate the option fields.
+async def _check_free(storage: Storage, min_free: int, need: int = 0) -> None:
+    """Refuse when storage would keep less than `min_free` bytes free after `need` more bytes.
+
+    Raises:
+        InsufficientStorage: it would.
+    """
+    root = storage.root
+    while not root.exists() and root.parent != root:  # before the first job, the root may not exist yet
+        root = root.parent
+    st = await anyio.to_thread.run_sync(os.statvfs, root)
+    if st.f_bavail * st.f_frsize - need < min_free:
+        raise InsufficientStorage("not enough storage space for the upload; try again later")
+
+
+async def _probe(path: Path, limits: LimitsSettings) -> MediaInfo:
+    """ffprobe the stored upload (`media.probe`, in a thread): an allowed container, with audio,
+    at most MAX_DURATION_S long (a container that does not say is capped by the worker's decode).
+
+    Raises:
+        UnsupportedMedia: ffprobe refused it, or it has no audio stream.
+        AudioTooLong: its duration is over MAX_DURATION_S.
+        InternalError: ffprobe is not installed on the gateway.
+    """
+    try:
+        info = await anyio.to_thread.run_sync(media.probe, path)
+    except media.ToolMissing:
+        log.error("ffprobe_missing")
+        raise InternalError("the gateway cannot check uploads") from None
+    except media.ProbeFailed as e:
+        log.info("upload_refused", reason=str(e))
+        raise UnsupportedMedia(UNSUPPORTED_MEDIA) from None
+    if not media.format_allowed(info.format_name) or info.audio_streams == 0:
+        log.info("upload_refused", format=info.format_name, audio_streams=info.audio_streams)
+        raise UnsupportedMedia(UNSUPPORTED_MEDIA)
+    if info.duration_s is not None and info.duration_s > limits.max_duration_s:
+        log.info("upload_refused", duration_s=info.duration_s)
+        raise AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:.0f} s")
+    return info
+
+
+async def receive_upload(
+    request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int = 0
+) -> Upload:
+    """`_receive_upload`; a refused upload's answer closes the connection (`Connection: close`), so
+    the HTTP server stops reading a body nobody wants instead of draining it without limit.
+
+    Raises:
+        See `_receive_upload`.
+    """
+    try:
+        return await _receive_upload(request, storage, job_id, limits, min_free_bytes=min_free_bytes)
+    except ServiceError as e:
+        e.headers["Connection"] = "close"
+        raise
+
+
+async def _receive_upload(
+    request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int
+) -> Upload:
+    """Stream the multipart body into `jobs/<job_id>/source`, validate the fields, probe the file.
 
     Creates the job directory; on any failure it is removed again before the error propagates.
 
@@ -90,40 +186,61 @@ async def receive_upload(request: Request, storage: Storage, job_id: str, limits
         request: the POST whose body is `multipart/form-data` with a `file` part and option fields.
         storage: where the job directory goes.
         job_id: the new job's id (server-made hex).
-        limits: MAX_UPLOAD_BYTES (bytes of the file part) and MAX_FORM_FIELD_BYTES (each field).
+        limits: MAX_UPLOAD_BYTES (bytes of the file part), MAX_FORM_FIELD_BYTES (each field),
+            MAX_DURATION_S (seconds of audio), UPLOAD_IDLE_TIMEOUT_S (seconds without a byte).
+        min_free_bytes: free space (bytes) the upload must leave on storage (STORAGE_MIN_FREE_BYTES).
     Returns:
-        What was received: options, cleaned file name, size in bytes, detected media type.
+        What was received: options, cleaned file name, size in bytes, detected media type, probe.
     Raises:
-        PayloadTooLarge: (413) the file part, or the announced Content-Length, is too large.
-        UnsupportedMediaType: (415) the body is not multipart, or the file is not audio/video.
+        PayloadTooLarge: (413) the file part or the raw body (announced or counted) is too large.
+        AudioTooLong: (413) ffprobe says the audio is longer than MAX_DURATION_S.
+        MalformedMultipart: (400) a bad boundary, broken framing, or a body that ends early.
+        UploadTimeout: (408) the client sent nothing for UPLOAD_IDLE_TIMEOUT_S.
+        UnsupportedMediaType: (415) the body is not multipart.
+        UnsupportedMedia: (415) the file is not audio/video of an allowed format, or has no audio.
         EmptyUpload: (422) the file part has no bytes.
         InvalidRequest: (422) no file part, unknown/duplicate/oversized fields, bad option values,
-            a malformed or truncated body, or the client disconnected.
-        InsufficientStorage: (507) the disk is full.
+            or the client disconnected.
+        InsufficientStorage: (507) the disk is full, or would keep less than `min_free_bytes`.
         OSError: any other storage failure.
     """
-    check_content_length(request, limits)
+    announced = check_content_length(request, limits)
     boundary = _boundary(request)
+    await _check_free(storage, min_free_bytes, announced or 0)
     job_dir = storage.job_dir(job_id)
     reader = FormReader(
         tmp_path=job_dir / f"{TMP_PREFIX}source",
         max_file_bytes=limits.max_upload_bytes,
         max_field_bytes=limits.max_form_field_bytes,
     )
+    stream = request.stream()
     try:
         try:
             job_dir.mkdir(parents=True)
             parser = MultipartParser(boundary, reader.callbacks())
-            async for chunk in request.stream():
+            received, checked = 0, 0
+            while not reader.done:
+                with anyio.move_on_after(limits.upload_idle_timeout_s) as idle:
+                    chunk = await anext(stream, None)
+                if idle.cancelled_caught:
+                    raise UploadTimeout(
+                        f"no upload bytes for {limits.upload_idle_timeout_s:g} s; the upload was dropped"
+                    )
+                if chunk is None:
+                    break
+                received += len(chunk)
+                if received > body_limit(limits):
+                    raise PayloadTooLarge(f"request body exceeds the upload limit of {limits.max_upload_bytes} bytes")
                 if chunk:
                     # Views of the chunk outlive this step (batched writes): it must be immutable.
                     parser.write(chunk if type(chunk) is bytes else bytes(chunk))
                     if reader.writer is not None:
                         await reader.writer.pump()
-                if reader.done:
-                    break
+                if received - checked >= FREE_CHECK_BYTES:
+                    checked = received
+                    await _check_free(storage, min_free_bytes)
             if not reader.done:
-                raise InvalidRequest("the multipart body ended before its closing boundary")
+                raise MalformedMultipart("the multipart body ended before its closing boundary")
             if not reader.file_seen:
                 raise InvalidRequest("missing `file` part")
             if reader.size == 0:
@@ -132,7 +249,8 @@ async def receive_upload(request: Request, storage: Storage, job_id: str, limits
             assert reader.writer is not None
             await reader.writer.commit(storage.source(job_id))
         except MultipartParseError as e:
-            raise InvalidRequest(f"malformed multipart body: {e}") from None
+            log.info("malformed_multipart", reason=str(e))
+            raise MalformedMultipart("malformed multipart body") from None
         except ClientDisconnect:
             raise InvalidRequest("the client disconnected before the upload finished") from None
         except OSError as e:
@@ -140,8 +258,10 @@ async def receive_upload(request: Request, storage: Storage, job_id: str, limits
                 raise InsufficientStorage("not enough storage space for the upload") from None
             raise
         finally:
+            await stream.aclose()
             if reader.writer is not None:
                 await reader.writer.close()
+        info = await _probe(storage.source(job_id), limits)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(storage.remove_job, job_id)
@@ -152,4 +272,5 @@ async def receive_upload(request: Request, storage: Storage, job_id: str, limits
         filename=reader.filename,
         size_bytes=reader.size,
         media_type=reader.media_type,
+        media=info,
     )

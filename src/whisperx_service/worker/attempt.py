@@ -56,7 +56,8 @@ class Attempt:
             status,
             attempt=self.attempt,
             error_code=error.code if error else "",
-            error_message=error.message if error else "",
+            # Fixed per code: the raise site's message (paths, exception text) is only logged.
+            error_message=error.public_message if error else "",
         )
         self.cancelled = status == JobStatus.cancelled
         if not self.ended:

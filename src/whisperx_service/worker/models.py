@@ -69,15 +69,17 @@ class ModelCache:
         return self._get(f"diarize:{name}", lambda: loaders.load_diarizer(self.settings))
 
     def describe(self, language: str | None) -> dict[str, str]:
-        """Which model each stage uses (names or paths), for the result's `models` field."""
+        """Which model each stage uses, for the result's `models` field: names, never server paths
+        (a local directory is named by its last component, see `loaders.model_label`)."""
         out = {
-            "asr": loaders.resolve_asr_model(self.settings),
+            "asr": loaders.model_label(loaders.resolve_asr_model(self.settings)),
             "vad": self.settings.asr.vad_method.value,
             "align": self.settings.align.backend.value,
-            "diarize": loaders.resolve_diarization_pipeline(self.settings),
+            "diarize": loaders.model_label(loaders.resolve_diarization_pipeline(self.settings)),
         }
         if self.settings.align.backend == AlignBackend.wav2vec2:
-            out["align"] = f"wav2vec2:{self.settings.align.model or f'whisperx-default-{language}'}"
+            align = loaders.model_label(self.settings.align.model) if self.settings.align.model else None
+            out["align"] = f"wav2vec2:{align or f'whisperx-default-{language}'}"
         return out
 
 

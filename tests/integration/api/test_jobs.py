@@ -139,7 +139,7 @@ def test_upload_just_under_the_limit_is_accepted(gateway: Gateway) -> None:
             {"file": ("notes.txt", b"hello, this is plain text\n" * 200, "audio/wav")},
             {},
             415,
-            "unsupported_media_type",
+            "unsupported_media",
         ),
         ({"file": ("a.wav", wav_bytes(), "audio/wav")}, {"num_speakers": "0"}, 422, "invalid_request"),
         ({"file": ("a.wav", wav_bytes(), "audio/wav")}, {"language": "english"}, 422, "invalid_request"),
@@ -193,7 +193,7 @@ def test_not_multipart_is_refused(gateway: Gateway, redis_client: redis.Redis) -
     r = gateway.client.post("/v1/jobs", content=wav_bytes(), headers={"Content-Type": "audio/wav"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
     r = gateway.client.post("/v1/jobs", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_multipart"
     _no_job_left(gateway, redis_client)
 
 
@@ -205,7 +205,8 @@ def test_truncated_multipart_body_is_refused(gateway: Gateway, redis_client: red
     r = gateway.client.post(
         "/v1/jobs", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )
-    assert r.status_code == 422 and "closing boundary" in r.json()["error"]["message"]
+    assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_multipart"
+    assert "closing boundary" in r.json()["error"]["message"]
     _no_job_left(gateway, redis_client)
 
 

@@ -77,9 +77,11 @@ def _upload_schema() -> dict[str, Any]:
     openapi_extra=_upload_schema(),
     summary="Submit audio for transcription",
     responses={
+        400: {"description": "malformed_multipart"},
         401: {"description": "unauthorized"},
-        413: {"description": "payload_too_large"},
-        415: {"description": "unsupported_media_type"},
+        408: {"description": "upload_timeout"},
+        413: {"description": "payload_too_large / audio_too_long"},
+        415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
         422: {"description": "invalid_request / empty_upload"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
         503: {"description": "service_unavailable (Redis or the broker)"},
@@ -101,8 +103,9 @@ async def submit_job(
     optional job option fields (see `JobOptions`).
 
     Raises:
-        PayloadTooLarge, UnsupportedMediaType, EmptyUpload, InvalidRequest, InsufficientStorage:
-            see `receive_upload`; InsufficientStorage also when the manifest does not fit.
+        PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
+        UnsupportedMedia, EmptyUpload, InvalidRequest, InsufficientStorage: see `receive_upload`;
+            InsufficientStorage also when the manifest does not fit.
         ServiceUnavailable: Redis or the broker does not answer (nothing is kept).
         QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
     """
@@ -111,7 +114,9 @@ async def submit_job(
     created = False
     try:
         await check_quotas(jobs, principal.key)  # also fails before a long upload if Redis is down
-        upload = await receive_upload(request, storage, job_id, settings.limits)
+        upload = await receive_upload(
+            request, storage, job_id, settings.limits, min_free_bytes=settings.storage.min_free_bytes
+        )
         await check_quotas(jobs, principal.key, add_bytes=upload.size_bytes)
         owner = principal.owner
         manifest = {

