@@ -46,6 +46,11 @@ REDIS_RETRIES = 1
 #: Seconds a request's Redis command may take before it fails (answered as 503); request handling
 #: sends no blocking command.
 REDIS_SOCKET_TIMEOUT_S = 10.0
+#: Connections of a short-command pool (requests; the event streams' backlog reads). A burst beyond
+#: it waits up to REDIS_POOL_WAIT_S for a free connection instead of failing.
+REDIS_POOL_MAX = 64
+#: Seconds a command waits for a free pooled connection before it fails (answered as 503).
+REDIS_POOL_WAIT_S = 5.0
 
 
 class _RequestContext:
@@ -82,11 +87,18 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = _redis_client(settings, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S)
-        # The event streams' blocking reads get a client (and connection pool) of their own, with a
-        # socket timeout above their XREAD BLOCK time, so they never hold a request's connection.
-        events_client = _redis_client(settings, socket_timeout_s=settings.api.sse_block_ms / 1000 + 10)
+        client = _redis_client(settings, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, max_connections=REDIS_POOL_MAX)
+        # Event streams get clients (and connection pools) of their own, so they never hold a
+        # request's connection: one for the readers' XREAD BLOCK (one connection per watched job,
+        # a socket timeout above the block time), one for their short reads.
+        blocking_client = _redis_client(
+            settings,
+            socket_timeout_s=settings.api.sse_block_ms / 1000 + 10,
+            max_connections=settings.limits.sse_max_streams,
+        )
+        events_client = _redis_client(settings, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, max_connections=REDIS_POOL_MAX)
         app.state.events = EventHub(
+            AsyncJobStore.from_settings(blocking_client, settings),
             AsyncJobStore.from_settings(events_client, settings),
             block_ms=settings.api.sse_block_ms,
             max_streams=settings.limits.sse_max_streams,
@@ -117,6 +129,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconciler
             await app.state.events.close()
+            await blocking_client.aclose()
             await events_client.aclose()
             await client.aclose()
 
@@ -148,16 +161,25 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
     return app
 
 
-def _redis_client(settings: Settings, *, socket_timeout_s: float) -> aioredis.Redis:
-    """A gateway Redis client with its own connection pool (REDIS_URL), reconnecting once on error."""
-    return aioredis.Redis.from_url(
+def _redis_client(settings: Settings, *, socket_timeout_s: float, max_connections: int) -> aioredis.Redis:
+    """A gateway Redis client (REDIS_URL) with a pool of its own that reconnects once on error.
+
+    Args:
+        socket_timeout_s: seconds one command may take.
+        max_connections: connections the pool opens at most; one more command waits up to
+            REDIS_POOL_WAIT_S for a free one, then fails with `redis.ConnectionError` (a 503).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis.url,
+        max_connections=max_connections,
+        timeout=REDIS_POOL_WAIT_S,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=socket_timeout_s,
         socket_keepalive=True,
         health_check_interval=30,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), REDIS_RETRIES),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def is_loopback(host: str) -> bool:

@@ -1,14 +1,16 @@
 """Event fan-out: one Redis reader per watched job in this gateway process, shared by its streams.
 
-`EventHub` reads through a job store on a Redis client of its own (its own connection pool), so
+`EventHub` reads through job stores on Redis clients of its own (their own connection pools), so
 open event streams never hold the connections that request handling needs. For each job with at
-least one open stream it runs one reader task: `XREAD BLOCK` on the job's stream from the newest
-id it has seen, each batch handed to every subscriber of the job, encoded to SSE bytes once.
+least one open stream it runs one reader task, on one pooled connection: it reads the stream's
+newest `HISTORY` events, then `XREAD BLOCK`s from the newest id it has seen and hands each batch,
+encoded to SSE bytes once, to every subscriber of the job.
 
-A subscriber first reads the events it missed (after its cursor, up to the id the job's reader had
-reached when it joined) with non-blocking `XRANGE` pages, then the live batches, skipping any id
-it has already passed: no gap, no repeat. A subscriber more than `PENDING_MAX` events behind the
-reader is ended (`StreamEnd.behind`; its client resumes with Last-Event-ID).
+A subscriber first gets the events it missed (after its cursor, up to the id the job's reader had
+reached when it joined): from the reader's history of recent events when that reaches back far
+enough, else with non-blocking `XRANGE` pages on a bounded pool. Then it gets the live batches,
+skipping any id it has already passed: no gap, no repeat. A subscriber more than `PENDING_MAX`
+events behind the reader is ended (`StreamEnd.behind`; its client resumes with Last-Event-ID).
 
 A reader stops after its job's terminal event, when the job ended without one or is gone (checked
 after each silent block), on a Redis error, or when its last subscriber has left (at the end of
@@ -47,6 +49,8 @@ STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 PENDING_MAX = 1000
 #: Entries per XREAD / XRANGE call.
 PAGE = 500
+#: Newest events each job's reader keeps, so most new subscribers need no Redis read for their backlog.
+HISTORY = 256
 #: Seconds a client refused for too many streams is told to wait (`Retry-After`).
 STREAMS_RETRY_AFTER_S = 10
 #: What `admit` counts streams under when auth is off (every caller is the same one).
@@ -132,12 +136,25 @@ class Subscription:
     `end` says why it stopped when `events()` finishes without a terminal event.
     """
 
-    def __init__(self, hub: EventHub, job_id: str, after: EventId, upto: EventId | None) -> None:
+    def __init__(self, hub: EventHub, job_id: str, after: EventId, reader: _Reader | None) -> None:
         self._hub, self.job_id, self.last = hub, job_id, after
-        self._upto = upto  # the backlog's last id; None = read the stream to its end, nothing live
+        self._reader = reader  # None: only the events stored now, read to the stream's end
+        #: The last id of the backlog still to read from Redis; None = nothing to read there.
+        self.backlog_upto: EventId | None = None
         self._pending: deque[HubEvent] = deque()
         self._wake = asyncio.Event()
         self.end: StreamEnd | None = None
+
+    def _join(self, reader: _Reader) -> None:
+        """Take the backlog up to the reader's cursor: from its history when it reaches back far enough."""
+        history, cursor = reader.history, reader.cursor
+        if cursor is None or cursor <= self.last:
+            return
+        if reader.complete or (history and history[0].key <= self.last):
+            self._pending.extend(event for event in history if event.key > self.last)
+            self._wake.set()
+        else:
+            self.backlog_upto = cursor
 
     def _deliver(self, batch: Sequence[HubEvent]) -> None:
         if self.end is not None:
@@ -160,12 +177,17 @@ class Subscription:
         Raises:
             redis.RedisError: reading the backlog failed.
         """
-        async for event in self._hub._backlog(self.job_id, self.last, self._upto):
-            self.last = event.key
-            yield event
-        if self._upto is None:  # a stored-events-only view
+        if self._reader is None:
+            async for event in self._hub._backlog(self.job_id, self.last, None):
+                self.last = event.key
+                yield event
             self.end = StreamEnd.ended
             return
+        await self._reader.ready.wait()
+        if self.backlog_upto is not None:
+            async for event in self._hub._backlog(self.job_id, self.last, self.backlog_upto):
+                self.last = event.key
+                yield event
         while True:
             while self._pending:
                 event = self._pending.popleft()
@@ -180,11 +202,15 @@ class Subscription:
 
 @dataclass(eq=False)
 class _Reader:
-    """The one reader of one job's stream: its cursor (newest id read) and its subscribers."""
+    """The one reader of one job's stream: its cursor (newest id read), its recent events, its subscribers."""
 
     job_id: str
-    cursor: EventId
+    cursor: EventId | None = None  # None until the reader has read the stream's newest events
+    #: The newest events read (at most HISTORY), oldest first: new subscribers' backlogs come from here.
+    history: deque[HubEvent] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    complete: bool = False  # `history` holds every event of the stream
     subscribers: set[Subscription] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once `cursor` is known
     task: asyncio.Task[None] | None = None
 
 
@@ -192,14 +218,25 @@ class EventHub:
     """The event streams of this gateway process; see the module docstring.
 
     Args (constructor):
-        jobs: a job store on the hub's own Redis client (its socket timeout above `block_ms`).
+        blocking: a job store on a Redis client of the hub's own for the readers' XREAD BLOCK (one
+            connection per watched job; its socket timeout above `block_ms`).
+        jobs: a job store on another client of the hub's own, for short reads (backlogs, status),
+            whose pool makes a burst of new streams wait for a connection rather than fail.
         block_ms: XREAD BLOCK time of each reader (API_SSE_BLOCK_MS).
         max_streams: open streams allowed in all (SSE_MAX_STREAMS).
         max_streams_per_key: open streams allowed per key (SSE_MAX_STREAMS_PER_KEY).
     """
 
-    def __init__(self, jobs: AsyncJobStore, *, block_ms: int, max_streams: int, max_streams_per_key: int) -> None:
-        self.jobs = jobs
+    def __init__(
+        self,
+        blocking: AsyncJobStore,
+        jobs: AsyncJobStore,
+        *,
+        block_ms: int,
+        max_streams: int,
+        max_streams_per_key: int,
+    ) -> None:
+        self.blocking, self.jobs = blocking, jobs
         self.block_ms = block_ms
         self.max_streams = max_streams
         self.max_streams_per_key = max_streams_per_key
@@ -249,19 +286,18 @@ class EventHub:
         Raises:
             redis.RedisError: Redis does not answer.
         """
-        if not live:
-            yield Subscription(self, job_id, after, None)
-            return
-        reader = self._readers.get(job_id)
-        if reader is None:
-            newest = await self.jobs.last_event(job_id)
-            start = (parse_event_id(newest[0]) or (0, 0)) if newest else (0, 0)
-            reader = self._readers.get(job_id)  # another stream may have started one meanwhile
+        reader = None
+        if live:
+            reader = self._readers.get(job_id)
             if reader is None:
-                reader = _Reader(job_id, start)
-                self._readers[job_id] = reader
+                reader = self._readers[job_id] = _Reader(job_id)
                 reader.task = asyncio.create_task(self._run(reader), name=f"events:{job_id}")
-        sub = Subscription(self, job_id, after, reader.cursor)
+        sub = Subscription(self, job_id, after, reader)
+        if reader is None:
+            yield sub
+            return
+        if reader.ready.is_set():
+            sub._join(reader)
         reader.subscribers.add(sub)
         try:
             yield sub
@@ -287,6 +323,9 @@ class EventHub:
         if not batch:
             return False
         reader.cursor = batch[-1].key
+        if len(reader.history) + len(batch) > HISTORY:
+            reader.complete = False
+        reader.history.extend(batch)
         for sub in list(reader.subscribers):
             sub._deliver(batch)
         return any(event.terminal for event in batch)
@@ -296,18 +335,28 @@ class EventHub:
         end = StreamEnd.ended
         job_id = reader.job_id
         try:
+            # Start after the newest stored events, kept as history for the subscribers' backlogs.
+            newest = [HubEvent.of(i, f) for i, f in await self.blocking.newest_events(job_id, HISTORY)]
+            reader.history.extend(newest)
+            reader.complete = len(newest) < HISTORY
+            reader.cursor = newest[-1].key if newest else (0, 0)
+            for sub in reader.subscribers:
+                sub._join(reader)
+            reader.ready.set()
             while reader.subscribers:
-                entries = await self.jobs.read_events(job_id, format_event_id(reader.cursor), self.block_ms, PAGE)
+                cursor = format_event_id(reader.cursor or (0, 0))
+                entries = await self.blocking.read_events(job_id, cursor, self.block_ms, PAGE)
                 if entries:
                     if self._fan_out(reader, entries):
                         break
                     continue
-                status = await self.jobs.status(job_id)
+                status = await self.blocking.status(job_id)
                 if status is not None and status not in TERMINAL_VALUES:
                     continue
                 # Ended or gone. A terminal status and its event are written in one step (Lua), so
                 # one more read finds the event unless the stream lost it.
-                self._fan_out(reader, await self.jobs.read_events(job_id, format_event_id(reader.cursor), None, PAGE))
+                cursor = format_event_id(reader.cursor or (0, 0))
+                self._fan_out(reader, await self.blocking.read_events(job_id, cursor, None, PAGE))
                 break
         except asyncio.CancelledError:
             end = StreamEnd.closed
@@ -320,6 +369,7 @@ class EventHub:
                 del self._readers[job_id]
             for sub in reader.subscribers:
                 sub._finish(end)
+            reader.ready.set()
 
     async def close(self) -> None:
         """Stop every reader; their subscriptions end (`StreamEnd.closed`)."""

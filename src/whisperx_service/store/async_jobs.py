@@ -242,6 +242,10 @@ class AsyncJobStore:
         found = stream_entries(await self.r.xrevrange(self.keys.events(job_id), count=1))
         return found[0] if found else None
 
+    async def newest_events(self, job_id: str, count: int) -> list[Event]:
+        """The job's newest `count` events (fewer when the stream holds fewer), oldest first."""
+        return stream_entries(await self.r.xrevrange(self.keys.events(job_id), count=count))[::-1]
+
     async def running_ids(self) -> list[str]:
         """Ids in the running set (jobs a worker claimed and did not finish)."""
         return sorted(as_str(x) for x in await self.r.smembers(self.keys.running()))
