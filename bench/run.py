@@ -15,6 +15,10 @@ Targets (issue 3): RSS under 300 MB beyond the models; decode >= 100x real time.
 rtf: the whole pipeline (offline CPU models: decode, transcribe, align, diarize, merge) on a
 10-minute file (the sample call looped), in-process, models loaded before the clock starts: once
 as one chunk (`rtf`) and once in 150 s chunks with 30 s overlap (`rtf_chunked`, 5 chunks).
+
+sse: 1,000 event streams on one job of one gateway process, with side requests (bench/sse_bench.py).
+
+One benchmark alone: `python bench/run.py --only sse --redis-url redis://127.0.0.1:6379/10`.
 """
 
 from __future__ import annotations
@@ -294,7 +298,8 @@ def bench_rtf(minutes: int = 10, chunk_s: float | None = None) -> dict[str, floa
 def main() -> None:
     """Run the selected benchmarks and merge their numbers into bench/results.json."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", choices=["upload", "decode", "rtf", "rtf_chunked"], action="append")
+    ap.add_argument("--only", choices=["upload", "decode", "rtf", "rtf_chunked", "sse"], action="append")
+    ap.add_argument("--sse-streams", type=int, default=1000)
     ap.add_argument("--upload-bytes", type=int, default=2 * 1024 * MiB)
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = ap.parse_args()
@@ -316,6 +321,11 @@ def main() -> None:
     if not args.only or "rtf_chunked" in args.only:
         results["rtf_chunked"] = bench_rtf(chunk_s=150.0)
         print("rtf_chunked:", json.dumps(results["rtf_chunked"]))
+    if not args.only or "sse" in args.only:
+        from sse_bench import bench_sse  # bench/ is this script's folder, first on sys.path
+
+        results["sse"] = bench_sse(args.redis_url, streams=args.sse_streams)
+        print("sse:", json.dumps(results["sse"]))
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {RESULTS}")
 

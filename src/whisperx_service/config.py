@@ -63,7 +63,9 @@ class ApiSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = Field("", description="Base URL used in links; empty = relative links")
     sse_ping_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive pings")
-    sse_block_ms: int = Field(5000, gt=0, description="XREAD BLOCK time per poll of the event stream (ms)")
+    sse_block_ms: int = Field(
+        5000, gt=0, description="XREAD BLOCK time of the one reader per watched job (ms); then it checks the job"
+    )
     reconcile_interval_s: float = Field(
         15.0, ge=0, description="Seconds between reconciler sweeps (re-enqueue jobs whose lease expired); 0 = off"
     )
@@ -114,7 +116,7 @@ class StorageSettings(BaseSettings):
 
 
 class LimitsSettings(BaseSettings):
-    """Input limits."""
+    """Input limits, and the open event streams one gateway process holds."""
 
     model_config = _group("")
 
@@ -123,6 +125,12 @@ class LimitsSettings(BaseSettings):
     max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
     upload_idle_timeout_s: float = Field(
         30.0, gt=0, description="Seconds an upload may send nothing before it is refused (408) and removed"
+    )
+    sse_max_streams_per_key: int = Field(
+        1000, gt=0, description="Open event streams per API key per gateway process; beyond: 429 too_many_streams"
+    )
+    sse_max_streams: int = Field(
+        5000, gt=0, description="Open event streams in all per gateway process; beyond: 429 too_many_streams"
     )
 
 

@@ -4,6 +4,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
 
     ServiceError                        500 internal_error       base; also an unexpected failure
      ├── InternalError                  500 internal_error       something failed that should not have
+     ├── InvalidEventId                 400 invalid_event_id     a Last-Event-ID that is not a stream id in range
      ├── Unauthorized                   401 unauthorized         no key, a malformed, unknown or revoked key
      ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
      ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
@@ -22,6 +23,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
      ├── QuotaExceeded                  429 quota_exceeded       a per-key quota is used up (the message names it)
      ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
+     ├── TooManyStreams                 429 too_many_streams     SSE_MAX_STREAMS_PER_KEY or SSE_MAX_STREAMS open streams
      ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
      ├── ServiceUnavailable             503 service_unavailable  Redis or the broker does not answer
      ├── InsufficientStorage            507 insufficient_storage the disk is full
@@ -66,6 +68,13 @@ class ServiceError(Exception):
 
 class InternalError(ServiceError):
     """Something failed that should not have; the details are in the gateway's log."""
+
+
+class InvalidEventId(ServiceError):
+    """A `Last-Event-ID` (or `?last_event_id=`) that is not a whole stream id `<ms>-<seq>` in range."""
+
+    code = "invalid_event_id"
+    http_status = 400
 
 
 class Unauthorized(ServiceError):
@@ -202,6 +211,21 @@ class RateLimited(ServiceError):
     """Too many requests, or failed authentications, from one key or address."""
 
     code = "rate_limited"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(max(1, retry_after_s))
+
+
+class TooManyStreams(ServiceError):
+    """This gateway process holds as many event streams as allowed, for the key or in total.
+
+    `Retry-After` (s) says when to try again; streams end when their job ends or their client leaves.
+    """
+
+    code = "too_many_streams"
     http_status = 429
     retryable = True
 

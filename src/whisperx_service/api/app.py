@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from whisperx_service.access.keys import KeyResolver
 from whisperx_service.access.limits import RequestLimiter
 from whisperx_service.api.errors import install_error_handlers
+from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.routes import events, health, jobs, results
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
@@ -42,6 +43,14 @@ REDIS_CONNECT_TIMEOUT_S = 2.0
 #: connection fails its next command once ("Connection closed by server"); the retry reconnects,
 #: so no request answers 503 for a Redis that is up. (`from_url` clients get no retry otherwise.)
 REDIS_RETRIES = 1
+#: Seconds a request's Redis command may take before it fails (answered as 503); request handling
+#: sends no blocking command.
+REDIS_SOCKET_TIMEOUT_S = 10.0
+#: Connections of a short-command pool (requests; the event streams' backlog reads). A burst beyond
+#: it waits up to REDIS_POOL_WAIT_S for a free connection instead of failing.
+REDIS_POOL_MAX = 64
+#: Seconds a command waits for a free pooled connection before it fails (answered as 503).
+REDIS_POOL_WAIT_S = 5.0
 
 
 class _RequestContext:
@@ -65,7 +74,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         celery: the Celery app to enqueue with; None = `make_celery(settings)` at startup.
     Returns:
         The FastAPI app; its lifespan connects Redis and fills `app.state`
-        (settings, redis, jobs, storage, celery, keys, limiter, sse_clients).
+        (settings, redis, jobs, storage, celery, keys, limiter, events).
     Raises:
         ValueError: AUTH_ENABLED is false and API_HOST is not a loopback address.
     """
@@ -78,14 +87,22 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.redis.url,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            # Above the SSE route's XREAD BLOCK time, or a blocked read times out (redis-py >= 6: 5 s).
-            socket_timeout=settings.api.sse_block_ms / 1000 + 10,
-            socket_keepalive=True,
-            health_check_interval=30,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), REDIS_RETRIES),
+        client = _redis_client(settings, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, max_connections=REDIS_POOL_MAX)
+        # Event streams get clients (and connection pools) of their own, so they never hold a
+        # request's connection: one for the readers' XREAD BLOCK (one connection per watched job,
+        # a socket timeout above the block time), one for their short reads.
+        blocking_client = _redis_client(
+            settings,
+            socket_timeout_s=settings.api.sse_block_ms / 1000 + 10,
+            max_connections=settings.limits.sse_max_streams,
+        )
+        events_client = _redis_client(settings, socket_timeout_s=REDIS_SOCKET_TIMEOUT_S, max_connections=REDIS_POOL_MAX)
+        app.state.events = EventHub(
+            AsyncJobStore.from_settings(blocking_client, settings),
+            AsyncJobStore.from_settings(events_client, settings),
+            block_ms=settings.api.sse_block_ms,
+            max_streams=settings.limits.sse_max_streams,
+            max_streams_per_key=settings.limits.sse_max_streams_per_key,
         )
         app.state.redis = client
         app.state.jobs = AsyncJobStore.from_settings(client, settings)
@@ -98,7 +115,6 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
             app.state.celery = make_celery(settings)
         else:
             app.state.celery = celery
-        app.state.sse_clients = 0
         log.info("gateway_started", storage=str(settings.storage.root))
         reconciler = None
         if settings.api.reconcile_interval_s > 0:
@@ -112,6 +128,9 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
                 reconciler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconciler
+            await app.state.events.close()
+            await blocking_client.aclose()
+            await events_client.aclose()
             await client.aclose()
 
     app = FastAPI(
@@ -140,6 +159,27 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
     for module in (jobs, events, results, health):
         app.include_router(module.router)
     return app
+
+
+def _redis_client(settings: Settings, *, socket_timeout_s: float, max_connections: int) -> aioredis.Redis:
+    """A gateway Redis client (REDIS_URL) with a pool of its own that reconnects once on error.
+
+    Args:
+        socket_timeout_s: seconds one command may take.
+        max_connections: connections the pool opens at most; one more command waits up to
+            REDIS_POOL_WAIT_S for a free one, then fails with `redis.ConnectionError` (a 503).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis.url,
+        max_connections=max_connections,
+        timeout=REDIS_POOL_WAIT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=socket_timeout_s,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), REDIS_RETRIES),
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def is_loopback(host: str) -> bool:

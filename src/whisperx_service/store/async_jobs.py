@@ -216,18 +216,35 @@ class AsyncJobStore:
             out += [(int(score), as_str(m)) for m, score in raw]
         return out
 
-    async def read_events(self, job_id: str, after: str, block_ms: int) -> list[Event]:
-        """Events with ids greater than `after`, waiting up to `block_ms` for the first one."""
-        res: Any = await self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=500)
+    async def read_events(self, job_id: str, after: str, block_ms: int | None, count: int = 500) -> list[Event]:
+        """Up to `count` events with ids greater than `after` (XREAD).
+
+        Args:
+            block_ms: wait up to this many ms for the first one (XREAD BLOCK); None = do not wait.
+        """
+        res: Any = await self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=count)
         out: list[Event] = []
         for _stream, raw in res or []:
             out += stream_entries(raw)
         return out
 
+    async def events_between(self, job_id: str, after: str, upto: str | None, count: int) -> list[Event]:
+        """Up to `count` events with `after` < id <= `upto` (None = to the newest), oldest first (XRANGE)."""
+        return stream_entries(await self.r.xrange(self.keys.events(job_id), f"({after}", upto or "+", count=count))
+
+    async def status(self, job_id: str) -> str | None:
+        """The job's stored status value, or None when Redis holds no such job."""
+        raw: Any = await self.r.hget(self.keys.job(job_id), "status")
+        return None if raw is None else as_str(raw)
+
     async def last_event(self, job_id: str) -> Event | None:
         """The newest event in the job's stream, or None when the stream is empty or gone."""
         found = stream_entries(await self.r.xrevrange(self.keys.events(job_id), count=1))
         return found[0] if found else None
+
+    async def newest_events(self, job_id: str, count: int) -> list[Event]:
+        """The job's newest `count` events (fewer when the stream holds fewer), oldest first."""
+        return stream_entries(await self.r.xrevrange(self.keys.events(job_id), count=count))[::-1]
 
     async def running_ids(self) -> list[str]:
         """Ids in the running set (jobs a worker claimed and did not finish)."""

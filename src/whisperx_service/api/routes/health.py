@@ -1,8 +1,8 @@
 """`/healthz` (alive), `/readyz` (can take work) and `/metrics` (Prometheus).
 
 The job counters live in Redis (shared by every gateway and worker process), so `/metrics` reads
-them at scrape time and renders them with a throwaway registry; only `wxs_sse_clients` is local to
-this gateway process.
+them at scrape time and renders them with a throwaway registry; only `wxs_sse_clients` and
+`wxs_sse_job_readers` are local to this gateway process.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from whisperx_service.api.auth import AdminDep
 from whisperx_service.api.deps import JobsDep, SettingsDep, StorageDep
+from whisperx_service.api.event_hub import EventHub
 from whisperx_service.domain.jobs import TERMINAL
 from whisperx_service.logs import get_logger
 from whisperx_service.store.jobs import DURATION_BUCKETS_S
@@ -61,11 +62,12 @@ async def readyz(settings: SettingsDep, jobs: JobsDep, storage: StorageDep) -> J
 
 
 class _SharedCounters(Collector):
-    """Prometheus view of the counters hash in Redis plus the gateway's live SSE clients."""
+    """Prometheus view of the counters hash in Redis plus the gateway's open event streams and readers."""
 
-    def __init__(self, counters: Mapping[str, str], sse_clients: int) -> None:
+    def __init__(self, counters: Mapping[str, str], sse_clients: int, sse_readers: int) -> None:
         self.counters = counters
         self.sse_clients = sse_clients
+        self.sse_readers = sse_readers
 
     def _num(self, key: str) -> float:
         try:
@@ -96,6 +98,9 @@ class _SharedCounters(Collector):
         sse = GaugeMetricFamily("wxs_sse_clients", "Open event streams on this gateway process")
         sse.add_metric([], self.sse_clients)
         yield sse
+        readers = GaugeMetricFamily("wxs_sse_job_readers", "Jobs whose events this gateway process reads from Redis")
+        readers.add_metric([], self.sse_readers)
+        yield readers
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -107,5 +112,6 @@ async def metrics(request: Request, _: AdminDep, jobs: JobsDep) -> Response:
     """
     counters = await jobs.metrics()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SharedCounters(counters, request.app.state.sse_clients))
+    hub: EventHub = request.app.state.events
+    registry.register(_SharedCounters(counters, hub.streams, hub.readers))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
