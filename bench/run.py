@@ -116,6 +116,7 @@ def bench_upload(size: int, redis_url: str) -> dict[str, float | int | bool]:
         env = {
             **os.environ, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "bench", "WORKER_QUEUE": "bench",
             "STORAGE_ROOT": str(storage), "MAX_UPLOAD_BYTES": str(size + MiB), "LOG_JSON": "true",
+            "AUTH_ENABLED": "false", "API_HOST": "127.0.0.1",
         }  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory",
