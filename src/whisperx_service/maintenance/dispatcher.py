@@ -26,7 +26,6 @@ unless the broker holds the message; a job sent twice is harmless (the claim let
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import socket
@@ -135,6 +134,17 @@ async def dispatch_once(
     return out
 
 
+async def _wake_or_timeout(wake: asyncio.Event, timeout_s: float) -> None:
+    """Return when `wake` is set or after `timeout_s`. `asyncio.wait` neither raises on the timeout
+    nor turns a cancellation into one (a timeout that fires as the lifespan cancels the loop must
+    not swallow the cancellation), so the loop always stops when cancelled."""
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout_s)
+    finally:
+        waiter.cancel()
+
+
 async def run_forever(
     jobs: AsyncJobStore, celery: Celery, settings: Settings, max_running: MaxRunning, wake: asyncio.Event
 ) -> None:
@@ -144,9 +154,13 @@ async def run_forever(
     ttl_ms = int(max(interval * 5, 2.0) * 1000)
     me = f"{socket.gethostname()}:{os.getpid()}"
     lock = jobs.keys.dispatcher_lock()
+    me_task = asyncio.current_task()
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=interval)
+        # A cancellation that a Redis client turned into another error (it lands inside a command
+        # five times a second here) must still stop the loop: the task remembers it was cancelled.
+        if me_task is not None and me_task.cancelling():
+            raise asyncio.CancelledError
+        await _wake_or_timeout(wake, interval)
         wake.clear()
         try:
             mine = await jobs.r.set(lock, me, nx=True, px=ttl_ms)
