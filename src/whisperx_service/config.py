@@ -69,6 +69,12 @@ class ApiSettings(BaseSettings):
     reconcile_interval_s: float = Field(
         15.0, ge=0, description="Seconds between reconciler sweeps (re-enqueue jobs whose lease expired); 0 = off"
     )
+    dispatch_interval_s: float = Field(
+        0.2,
+        ge=0,
+        description="Seconds between dispatcher passes (hand held jobs to free worker slots; also woken "
+        "by each submission); 0 = off",
+    )
     docs_enabled: bool = Field(True, description="Serve the OpenAPI schema and docs (/docs, /openapi.json)")
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["*"], description="Host headers accepted (comma-separated JSON list); * = any"

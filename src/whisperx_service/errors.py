@@ -25,7 +25,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
      ├── TooManyStreams                 429 too_many_streams     SSE_MAX_STREAMS_PER_KEY or SSE_MAX_STREAMS open streams
      ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
-     ├── ServiceUnavailable             503 service_unavailable  Redis or the broker does not answer
+     ├── ServiceUnavailable             503 service_unavailable  Redis does not answer
      ├── InsufficientStorage            507 insufficient_storage the disk is full
      └── JobFailure                         pipeline_failed      a job failed (its `error.code`; never an HTTP answer)
           ├── AudioDecodeFailed             audio_decode_failed  ffmpeg cannot decode the file
@@ -241,7 +241,7 @@ class ResultMissing(ServiceError):
 
 
 class ServiceUnavailable(ServiceError):
-    """A dependency (Redis, the broker) does not answer."""
+    """Redis does not answer (a broker that does not answer only delays a held job)."""
 
     code = "service_unavailable"
     http_status = 503

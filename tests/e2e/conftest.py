@@ -141,6 +141,7 @@ def start_service(
         "API_PORT": str(port),
         "REMAP_SIGTERM": "SIGQUIT",
         "AUTH_ENABLED": "false",  # the access-control tests run their own gateway with keys
+        "AUTH_ADDRESS_RATE_LIMIT": "1000000/minute",  # the tests poll fast from one address
         "WORKER_SOFT_SHUTDOWN_S": "5",
         **extra_env,
     }

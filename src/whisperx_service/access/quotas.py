@@ -3,7 +3,7 @@
 Usage is read from the key's own job index (`AsyncJobStore.owner_usage`), so it is exact
 whatever happened to earlier jobs (ended, purged, expired). A submission is checked twice: before
 its body is read (is there room for one more job?) and after (does its size still fit?). Running
-jobs per key (`max_running`) are held back when jobs are handed to the workers, not refused here.
+jobs per key (`max_running`) are held back by the dispatcher (`maintenance/dispatcher.py`), not refused here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     uvicorn --factory whisperx_service.api.app:app_factory
 
 The lifespan opens the async Redis client, the job store, the storage and the Celery app (used
-only to enqueue; the gateway never runs tasks and never imports torch). Every error leaves as
+only to send tasks; the gateway never runs tasks and never imports torch), and starts the
+reconciler and the dispatcher (`maintenance/`). Every error leaves as
 `{"error": {"code": ..., "message": ...}}` with a stable code (see `errors.py`).
 """
 
@@ -74,7 +75,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         celery: the Celery app to enqueue with; None = `make_celery(settings)` at startup.
     Returns:
         The FastAPI app; its lifespan connects Redis and fills `app.state`
-        (settings, redis, jobs, storage, celery, keys, limiter, events).
+        (settings, redis, jobs, storage, celery, keys, limiter, events, dispatch_wake) and starts the
+        reconciler and the dispatcher loops (maintenance/).
     Raises:
         ValueError: AUTH_ENABLED is false and API_HOST is not a loopback address.
     """
@@ -116,18 +118,33 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         else:
             app.state.celery = celery
         log.info("gateway_started", storage=str(settings.storage.root))
-        reconciler = None
+        app.state.dispatch_wake = asyncio.Event()
+        loops: list[asyncio.Task[None]] = []
         if settings.api.reconcile_interval_s > 0:
-            from whisperx_service.maintenance.reconciler import run_forever
+            from whisperx_service.maintenance import reconciler
 
-            reconciler = asyncio.create_task(run_forever(app.state.jobs, app.state.celery, settings))
+            loops.append(asyncio.create_task(reconciler.run_forever(app.state.jobs, app.state.celery, settings)))
+        if settings.api.dispatch_interval_s > 0:
+            from whisperx_service.maintenance import dispatcher
+
+            async def max_running(owner: str) -> int | None:
+                key = await app.state.keys.get(owner)
+                return key.quotas.max_running if key is not None else None
+
+            loops.append(
+                asyncio.create_task(
+                    dispatcher.run_forever(
+                        app.state.jobs, app.state.celery, settings, max_running, app.state.dispatch_wake
+                    )
+                )
+            )
         try:
             yield
         finally:
-            if reconciler is not None:
-                reconciler.cancel()
+            for loop in loops:
+                loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await reconciler
+                    await loop
             await app.state.events.close()
             await blocking_client.aclose()
             await events_client.aclose()

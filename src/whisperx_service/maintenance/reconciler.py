@@ -4,17 +4,23 @@ A loop in the gateway's lifespan; one gateway process at a time sweeps (a Redis 
 Each sweep, every API_RECONCILE_INTERVAL_S:
 
 1. Redis lost its data (the `storage-synced` marker is gone): every job in storage that Redis
-   does not hold is rebuilt from its files (`restore.rebuild`) and the unfinished ones are
-   enqueued again. The marker is set once no manifest is left to restore.
+   does not hold is rebuilt from its files (`restore.rebuild`) and the unfinished ones are held
+   again on their owners' pending lists (the dispatcher hands them out). The marker is set once
+   no manifest is left to restore.
 2. Running jobs whose lease expired (the worker died: SIGKILL, power loss; Redis would redeliver
    its task only after the visibility timeout, hours later): a job whose cancel was requested
    ends `cancelled`; one whose workers were lost WORKER_MAX_ATTEMPTS times ends
    `failed: worker_lost` (both with final.json); any other is enqueued again, and the next worker
    claims the expired lease with attempt + 1 and resumes from the chunk checkpoints.
-3. Queued jobs older than the grace period (QUEUED_GRACE_SWEEPS sweeps) whose task message is
-   nowhere in the broker (not waiting in the queue's lists, not delivered to a worker within the
-   grace period and unacknowledged) are enqueued again, at most once per grace period.
-4. Every RETENTION_SWEEP_INTERVAL_S: the retention sweep (`retention.py`).
+3. Jobs taken by the dispatcher more than the grace period ago and still in its dispatching
+   zset (the dispatcher died, or Redis failed, between taking a job and sending its task): one
+   whose message the broker holds just leaves the zset; any other is held again at the head of
+   its owner's pending list (PUT_BACK).
+4. Queued jobs older than the grace period (QUEUED_GRACE_SWEEPS sweeps) that are not held (on a
+   pending list or being dispatched: that is on purpose) and whose task message is nowhere in the
+   broker (not waiting in the queue's lists, not delivered to a worker within the grace period
+   and unacknowledged) are enqueued again, at most once per grace period.
+5. Every RETENTION_SWEEP_INTERVAL_S: the retention sweep (`retention.py`).
 
 A task enqueued twice is harmless: the claim lets one copy run and the other returns at once.
 """
@@ -40,6 +46,7 @@ from whisperx_service.maintenance.restore import Rebuild, rebuild
 from whisperx_service.maintenance.retention import Retention, sweep_retention
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.dispatch import DispatchStore
 from whisperx_service.store.records import final_record
 
 log = structlog.get_logger(__name__)
@@ -54,6 +61,7 @@ class Sweep:
 
     rebuilt: the rebuild from storage, when Redis had lost its data (else None).
     requeued: running jobs whose lease expired, enqueued again.
+    held_again: jobs stuck in the dispatcher's dispatching zset, held again on their pending lists.
     ended: running jobs ended instead (id -> status: `cancelled` or `failed` worker_lost).
     queued_requeued: queued jobs whose task message was missing, enqueued again.
     retention: the retention sweep, when one was due (else None).
@@ -61,6 +69,7 @@ class Sweep:
 
     rebuilt: Rebuild | None = None
     requeued: list[str] = field(default_factory=list)
+    held_again: list[str] = field(default_factory=list)
     ended: dict[str, str] = field(default_factory=dict)
     queued_requeued: list[str] = field(default_factory=list)
     retention: Retention | None = None
@@ -104,7 +113,7 @@ async def sweep(
 
     grace = grace_s(settings)
     if not await jobs.r.exists(keys.storage_synced()):
-        out.rebuilt = await rebuild(jobs, storage, requeue, min_age_s=grace, now_ms=now_ms)
+        out.rebuilt = await rebuild(jobs, storage, min_age_s=grace, now_ms=now_ms)
         if out.rebuilt.young == 0:
             await jobs.r.set(keys.storage_synced(), str(now_ms))
         log.warning("rebuilt_from_storage", restored=len(out.rebuilt.restored), waiting=out.rebuilt.young)
@@ -126,10 +135,24 @@ async def sweep(
             log.warning("job_requeued", job_id=job_id, reason="lease_expired")
 
     grace_ms = int(grace * 1000)
+    dispatch = DispatchStore(jobs.r, keys)
+    stuck = await dispatch.dispatching(now_ms - grace_ms)
+    if stuck:
+        in_broker = await broker_job_ids(jobs.r, BrokerKeys.of(settings), settings.worker.queue, now_s - grace)
+        for job_id in stuck:
+            if job_id in in_broker:
+                await dispatch.done(job_id)
+            elif await dispatch.put_back(job_id, await jobs.owner_of(job_id), now_ms):
+                out.held_again.append(job_id)
+                log.warning("job_held_again", job_id=job_id, reason="dispatch_interrupted")
+            else:
+                await dispatch.done(job_id)  # it ended meanwhile (or was put back already)
+
+    held = set(await dispatch.held()) | set(await dispatch.dispatching())
     stale = [
         job_id
         for job_id, h in (await jobs.unfinished(now_ms - grace_ms)).items()
-        if h.get("status") == "queued" and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms
+        if h.get("status") == "queued" and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms and job_id not in held
     ]
     if stale:
         in_broker = await broker_job_ids(jobs.r, BrokerKeys.of(settings), settings.worker.queue, now_s - grace)

@@ -8,8 +8,9 @@ becomes a job hash again, with these rules:
   the rest). Finish time = the result file's modification time.
 - otherwise, if a worker had started it (a `work/` or `chunks/` directory exists): `running`
   with an expired lease, so a poller never sees it go from running back to queued; else
-  `queued`. Either way its task is enqueued again (task id = job id); claiming an expired lease
-  or a queued job is the same for a worker.
+  `queued`. Either way it is held again on its owner's pending list (the manifest's `owner`), in
+  the same Lua step that writes it, and the dispatcher hands it to a worker; claiming an expired
+  lease or a queued job is the same for a worker.
 
 `attempt` is the highest attempt found in `final.json` and the chunk checkpoints, so the attempt
 cap (WORKER_MAX_ATTEMPTS) still holds: it is a lower bound, since an attempt that died before its
@@ -20,7 +21,6 @@ gets one `restored` event in its stream; the SSE route adds the terminal event o
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,8 +37,6 @@ from whisperx_service.store.records import iso_to_ms, new_job_hash
 
 log = structlog.get_logger(__name__)
 
-#: Sends a job's task to the broker again (task id = job id).
-Enqueue = Callable[[str], Awaitable[None]]
 #: Job ids checked per Redis round trip when rebuilding.
 EXISTS_BATCH = 500
 
@@ -173,20 +171,15 @@ def read_stored_job(storage: Storage, job_id: str, now_ms: int) -> StoredJob | N
     return StoredJob(job_id, h, created_ms, finished_ms, manifest_mtime)
 
 
-async def _write(jobs: AsyncJobStore, stored: StoredJob, enqueue: Enqueue) -> bool:
-    """Write one stored job to Redis unless Redis has it; enqueue it when unfinished. True if written."""
+async def _write(jobs: AsyncJobStore, stored: StoredJob) -> bool:
+    """Write one stored job to Redis unless Redis has it (an unfinished one is held). True if written."""
     if not await jobs.restore(stored.job_id, stored.hash, created_ms=stored.created_ms, finished_ms=stored.finished_ms):
         return False
     log.warning("job_restored", job_id=stored.job_id, status=stored.status.value, attempt=stored.hash["attempt"])
-    if not stored.status.terminal:
-        try:
-            await enqueue(stored.job_id)
-        except Exception as e:  # the broker is down: the reconciler's queued/lease sweeps enqueue it later
-            log.warning("restore_enqueue_failed", job_id=stored.job_id, error=repr(e))
     return True
 
 
-async def restore_job(jobs: AsyncJobStore, storage: Storage, job_id: str, enqueue: Enqueue) -> bool:
+async def restore_job(jobs: AsyncJobStore, storage: Storage, job_id: str) -> bool:
     """Restore one job Redis does not know from its files (GET of a job Redis lost).
 
     Returns:
@@ -199,13 +192,11 @@ async def restore_job(jobs: AsyncJobStore, storage: Storage, job_id: str, enqueu
     stored = await anyio.to_thread.run_sync(read_stored_job, storage, job_id, now_ms)
     if stored is None:
         return False
-    await _write(jobs, stored, enqueue)
+    await _write(jobs, stored)
     return True
 
 
-async def rebuild(
-    jobs: AsyncJobStore, storage: Storage, enqueue: Enqueue, *, min_age_s: float, now_ms: int | None = None
-) -> Rebuild:
+async def rebuild(jobs: AsyncJobStore, storage: Storage, *, min_age_s: float, now_ms: int | None = None) -> Rebuild:
     """Restore every job in storage that Redis does not hold.
 
     Args:
@@ -221,18 +212,20 @@ async def rebuild(
     dirs = [d.job_id for d in await anyio.to_thread.run_sync(storage.list_job_dirs) if d.has_manifest]
     for i in range(0, len(dirs), EXISTS_BATCH):
         batch = dirs[i : i + EXISTS_BATCH]
+        found: list[StoredJob] = []
         for job_id, known in zip(batch, await jobs.exists(*batch), strict=True):
             if known:
                 continue
             stored = await anyio.to_thread.run_sync(read_stored_job, storage, job_id, now_ms)
             if stored is None:
                 out.unreadable.append(job_id)
-                continue
-            if stored.manifest_mtime * 1000 > now_ms - min_age_s * 1000:
+            elif stored.manifest_mtime * 1000 > now_ms - min_age_s * 1000:
                 out.young += 1
-                continue
-            if await _write(jobs, stored, enqueue):
-                out.restored.append(job_id)
+            else:
+                found.append(stored)
+        for stored in sorted(found, key=lambda s: (s.created_ms, s.job_id)):  # each owner's held jobs oldest first
+            if await _write(jobs, stored):
+                out.restored.append(stored.job_id)
     if out.unreadable:
         log.warning("restore_unreadable_manifests", job_ids=out.unreadable[:20], count=len(out.unreadable))
     return out

@@ -33,6 +33,14 @@ from whisperx_service.store.records import (
     stream_entries,
 )
 
+#: The dispatch owner of jobs created with auth off (no key).
+NO_OWNER = "-"
+
+
+def owner_of(h: Mapping[str, str]) -> str:
+    """The dispatch owner of a job hash: its key's id, or `NO_OWNER`."""
+    return h.get("owner_id") or NO_OWNER
+
 
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
@@ -86,7 +94,8 @@ class AsyncJobStore:
         size_bytes: int,
         owner: KeyOwner | None = None,
     ) -> JobRecord:
-        """Record a new queued job (owned by `owner`) and publish its `queued` event.
+        """Record a new queued job (owned by `owner`), publish its `queued` event and hold it on its
+        owner's pending list for the dispatcher (one step).
 
         Raises:
             ValueError: a job with this id exists.
@@ -100,9 +109,12 @@ class AsyncJobStore:
                 self.keys.events(job_id),
                 self.keys.jobs_index(),
                 self.keys.metrics(),
-                self.keys.owner_jobs(owner.id if owner else "-"),
+                self.keys.owner_jobs(owner_of(h)),
+                self.keys.pending(owner_of(h)),
+                self.keys.dispatch_ring(),
+                self.keys.dispatch_served(),
             ],
-            args=[created_ms, self.maxlen, job_id, *flat_args(h)],
+            args=[created_ms, self.maxlen, job_id, owner_of(h), *flat_args(h)],
         )
         if not ok:
             raise ValueError(f"job {job_id} exists")
@@ -293,7 +305,8 @@ class AsyncJobStore:
         return bool(await self._mark_requeued(keys=[self.keys.job(job_id)], args=[now_ms, requeue_after_ms]))
 
     async def restore(self, job_id: str, h: Mapping[str, str], *, created_ms: int, finished_ms: int | None) -> bool:
-        """Write a job hash rebuilt from storage, with its indexes and a `restored` event.
+        """Write a job hash rebuilt from storage, with its indexes and a `restored` event; an
+        unfinished job is held on its owner's pending list (the dispatcher hands it out).
 
         Returns:
             False (nothing written) when Redis already holds the job.
@@ -306,9 +319,19 @@ class AsyncJobStore:
                     self.keys.jobs_index(),
                     self.keys.running(),
                     self.keys.finished(),
-                    self.keys.owner_jobs(h.get("owner_id") or "-"),
+                    self.keys.owner_jobs(owner_of(h)),
+                    self.keys.pending(owner_of(h)),
+                    self.keys.dispatch_ring(),
+                    self.keys.dispatch_served(),
                 ],
-                args=[created_ms, "" if finished_ms is None else finished_ms, self.maxlen, job_id, *flat_args(h)],
+                args=[
+                    created_ms,
+                    "" if finished_ms is None else finished_ms,
+                    self.maxlen,
+                    job_id,
+                    owner_of(h),
+                    *flat_args(h),
+                ],
             )
         )
 
@@ -349,6 +372,11 @@ class AsyncJobStore:
                 usage.audio_s += float(duration or 0.0)
                 usage.recent_created_ms.append(int(created or 0))
         return usage
+
+    async def owner_of(self, job_id: str) -> str:
+        """The dispatch owner of a job (its key's id, or `NO_OWNER` for no key or an unknown job)."""
+        raw = await self.r.hget(self.keys.job(job_id), "owner_id")
+        return as_str(raw) if raw else NO_OWNER
 
     async def metrics(self) -> dict[str, str]:
         """The shared counters (see `Keys.metrics`)."""

@@ -63,6 +63,34 @@ class Keys:
         """Sorted set: ids of the jobs a key created, scored by creation time (ms)."""
         return f"{self.prefix}:owner:{key_id}:jobs"
 
+    def pending(self, owner_id: str) -> str:
+        """List: ids of an owner's jobs held for a worker slot, oldest first (`-` = no key, auth off)."""
+        return f"{self.prefix}:pending:{owner_id}"
+
+    def dispatch_ring(self) -> str:
+        """Sorted set: owners with held jobs, scored by the dispatch number of their last job handed out."""
+        return f"{self.prefix}:dispatch:ring"
+
+    def dispatch_served(self) -> str:
+        """Hash: owner -> dispatch number of its last job handed out (its place when it joins the ring)."""
+        return f"{self.prefix}:dispatch:served"
+
+    def dispatch_seq(self) -> str:
+        """String: the last dispatch number (INCR)."""
+        return f"{self.prefix}:dispatch:seq"
+
+    def dispatching(self) -> str:
+        """Sorted set: ids taken off a pending list and being sent to Celery, scored by the take (ms)."""
+        return f"{self.prefix}:dispatch:moving"
+
+    def owner_active(self, owner_id: str) -> str:
+        """Set: ids of an owner's jobs handed to Celery and not seen ended yet (its max_running count)."""
+        return f"{self.prefix}:owner:{owner_id}:active"
+
+    def dispatcher_lock(self) -> str:
+        """String: held by the one gateway process whose dispatcher hands out jobs now (SET NX PX)."""
+        return f"{self.prefix}:dispatcher"
+
     def rate_limits(self) -> str:
         """Prefix of the rate limiter's keys (the `limits` library adds its own suffixes)."""
         return f"{self.prefix}:limits"

@@ -8,21 +8,40 @@ claimed; a write whose attempt no longer matches is refused (returns 0).
 
 from __future__ import annotations
 
+# Lua helper: hold job `id` for a worker slot: append it to its owner's pending list and put the
+# owner in the dispatch ring (if absent) at its last served number, so a key that was served least
+# recently is offered a slot first (see maintenance/dispatcher.py).
+_HOLD = """
+local function hold(pending, ring, served, owner, id)
+  redis.call('RPUSH', pending, id)
+  if not redis.call('ZSCORE', ring, owner) then
+    redis.call('ZADD', ring, tonumber(redis.call('HGET', served, owner) or '0'), owner)
+  end
+end
+"""
+
 # KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=jobs index, KEYS[4]=metrics, KEYS[5]=owner's jobs index
-# ARGV[1]=created_ms ARGV[2]=maxlen ARGV[3]=id ARGV[4...]=field, value pairs
-# The job enters its owner's index when the hash names an owner (`owner_id`).
-CREATE = """
+# KEYS[6]=owner's pending list KEYS[7]=dispatch ring KEYS[8]=dispatch served hash
+# ARGV[1]=created_ms ARGV[2]=maxlen ARGV[3]=id ARGV[4]=ring member of the owner (key id, `-` = none)
+# ARGV[5...]=field, value pairs
+# The job enters its owner's index when the hash names an owner (`owner_id`), and is held on its
+# owner's pending list in the same step, so no created job is ever outside the dispatcher's view.
+CREATE = (
+    _HOLD
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
 local owner = redis.call('HGET', KEYS[1], 'owner_id')
 if owner and owner ~= '' then redis.call('ZADD', KEYS[5], ARGV[1], ARGV[3]) end
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'queued', 'status', 'queued')
+hold(KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[3])
 return 1
 """
+)
 
 # Lua helpers shared by the scripts that end a job. `k` = {job hash, events stream, metrics,
 # running set, finished zset}. end_job writes the terminal status, its event, the counters and the
@@ -213,14 +232,18 @@ return 1
 """
 
 # KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=jobs index KEYS[4]=running set KEYS[5]=finished zset
-# KEYS[6]=owner's jobs index
-# ARGV[1]=created_ms ARGV[2]=finished_ms ('' = not ended) ARGV[3]=maxlen ARGV[4]=id ARGV[5...]=field, value pairs
+# KEYS[6]=owner's jobs index KEYS[7]=owner's pending list KEYS[8]=dispatch ring KEYS[9]=dispatch served hash
+# ARGV[1]=created_ms ARGV[2]=finished_ms ('' = not ended) ARGV[3]=maxlen ARGV[4]=id
+# ARGV[5]=ring member of the owner (key id, `-` = none) ARGV[6...]=field, value pairs
 # A job rebuilt from storage after Redis lost it: written only when no hash exists (else returns 0),
-# indexed like a live job of its status, with one `restored` event (status, attempt). Returns 1.
-RESTORE = """
+# indexed like a live job of its status, with one `restored` event (status, attempt); an unfinished
+# one is held on its owner's pending list for the dispatcher. Returns 1.
+RESTORE = (
+    _HOLD
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[4])
 local owner = redis.call('HGET', KEYS[1], 'owner_id')
@@ -235,8 +258,10 @@ if code and code ~= '' then
   ev[#ev + 1] = 'message'; ev[#ev + 1] = redis.call('HGET', KEYS[1], 'error_message') or ''
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ev))
+if ARGV[2] == '' then hold(KEYS[7], KEYS[8], KEYS[9], ARGV[5], ARGV[4]) end
 return 1
 """
+)
 
 # KEYS[1]=job hash KEYS[2]=events stream KEYS[3]=metrics KEYS[4]=running set KEYS[5]=finished zset
 # ARGV[1]=now_iso ARGV[2]=now_ms ARGV[3]=maxlen
@@ -262,3 +287,77 @@ redis.call('SREM', KEYS[4], id)
 redis.call('ZADD', KEYS[5], ARGV[2], id)
 return {'cancelled', 'cancelled'}
 """
+
+# Lua helper of the dispatcher's scripts: whether a held job may be handed to Celery: queued, or
+# running with an expired lease (a job restored from storage after its worker had started it).
+_DISPATCHABLE = """
+local function dispatchable(job, now)
+  local status = redis.call('HGET', job, 'status')
+  if status == 'queued' then return true end
+  return status == 'running' and tonumber(redis.call('HGET', job, 'lease_expires_ms') or '0') <= now
+end
+"""
+
+# KEYS[1]=owner's pending list KEYS[2]=dispatch ring KEYS[3]=dispatch served hash KEYS[4]=dispatch seq
+# KEYS[5]=dispatching zset KEYS[6]=owner's active set KEYS[7]=job hash
+# ARGV[1]=id (the pending list's head as the caller read it) ARGV[2]=owner ARGV[3]=max_running (-1 = none)
+# ARGV[4]=now_ms
+# The dispatcher takes the head of an owner's pending list. Returns 'moved' (the head is no longer
+# ARGV[1]: read it again), 'skipped' (the job cannot run: ended, purged or leased; dropped from
+# the list), 'full' (the owner has max_running jobs handed out and not ended; nothing changes) or
+# 'taken': the id moved from the list to the dispatching zset (score now_ms) and the owner's active
+# set in one step, the owner's served number is the next dispatch number, and the owner stays in
+# the ring at that number while it has held jobs. The caller enqueues the task, then DONE.
+TAKE = (
+    _DISPATCHABLE
+    + """
+local function leave_if_empty()
+  if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
+end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 'moved' end
+local now = tonumber(ARGV[4])
+if not dispatchable(KEYS[7], now) then
+  redis.call('LPOP', KEYS[1])
+  leave_if_empty()
+  return 'skipped'
+end
+local max = tonumber(ARGV[3])
+if max >= 0 and redis.call('SCARD', KEYS[6]) >= max then return 'full' end
+redis.call('LPOP', KEYS[1])
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[3], ARGV[2], n)
+if redis.call('LLEN', KEYS[1]) > 0 then redis.call('ZADD', KEYS[2], n, ARGV[2]) else leave_if_empty() end
+return 'taken'
+"""
+)
+
+# KEYS[1]=owner's pending list KEYS[2]=dispatch ring ARGV[1]=owner
+# An owner whose pending list is empty leaves the ring (atomic with HOLD: a job held meanwhile keeps
+# its owner in the ring). Returns 1 when the list is empty (the owner is out of the ring), else 0.
+LEAVE = """
+if redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1]=dispatching zset KEYS[2]=owner's pending list KEYS[3]=dispatch ring KEYS[4]=dispatch served hash
+# KEYS[5]=owner's active set KEYS[6]=job hash ARGV[1]=id ARGV[2]=owner ARGV[3]=now_ms
+# A taken job whose task was not sent (the broker failed, or the dispatcher died before sending
+# it): it leaves the dispatching zset and the owner's active set and, if it can still run, goes
+# back to the head of its owner's pending list. Returns 1 when held again, 0 otherwise (it was not
+# in the dispatching zset, or it cannot run any more).
+PUT_BACK = (
+    _DISPATCHABLE
+    + """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SREM', KEYS[5], ARGV[1])
+if not dispatchable(KEYS[6], tonumber(ARGV[3])) then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+if not redis.call('ZSCORE', KEYS[3], ARGV[2]) then
+  redis.call('ZADD', KEYS[3], tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0'), ARGV[2])
+end
+return 1
+"""
+)

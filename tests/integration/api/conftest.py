@@ -7,6 +7,7 @@ the broker's queue list; no worker runs. Worker progress is simulated through th
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 import uvicorn
 from celery import Celery
 
@@ -26,6 +28,8 @@ from whisperx_service.api.app import create_app
 from whisperx_service.broker.celery_app import make_celery
 from whisperx_service.broker.kombu_redis import BrokerKeys, waiting_job_ids
 from whisperx_service.config import ApiSettings, LimitsSettings, Settings
+from whisperx_service.maintenance.dispatcher import Dispatch, MaxRunning, dispatch_once, no_limit
+from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.keys import Keys
 
@@ -52,6 +56,45 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "
 def queued_job_ids(r: redis.Redis, settings: Settings) -> list[str]:
     """Job ids whose task message waits in the service's broker queue, oldest first."""
     return waiting_job_ids(r, BrokerKeys.of(settings), settings.worker.queue)
+
+
+def held_job_ids(r: redis.Redis, settings: Settings) -> list[str]:
+    """Job ids held for a worker slot: each pending list of the dispatch ring, owners in ring order."""
+    keys = Keys.of(settings)
+    out: list[str] = []
+    for owner in r.zrange(keys.dispatch_ring(), 0, -1):
+        out += [x.decode() for x in r.lrange(keys.pending(owner.decode()), 0, -1)]
+    return out
+
+
+def dispatching_job_ids(r: redis.Redis, settings: Settings) -> list[str]:
+    """Job ids the dispatcher took and has not sent yet (or died sending)."""
+    return [x.decode() for x in r.zrange(Keys.of(settings).dispatching(), 0, -1)]
+
+
+def accounted_job_ids(r: redis.Redis, settings: Settings) -> list[str]:
+    """Every job id held, being dispatched or waiting in the broker, sorted. Read in the order a job
+    moves (held -> dispatching -> broker), so a job moving meanwhile is still seen."""
+    held = held_job_ids(r, settings)
+    moving = dispatching_job_ids(r, settings)
+    return sorted({*held, *moving, *queued_job_ids(r, settings)})
+
+
+def dispatch(
+    settings: Settings, celery: Celery, max_running: MaxRunning = no_limit, now_s: float | None = None
+) -> Dispatch:
+    """One dispatcher pass (`dispatch_once`) on a fresh async client."""
+
+    async def go() -> Dispatch:
+        client = aioredis.Redis.from_url(settings.redis.url)
+        try:
+            return await dispatch_once(
+                AsyncJobStore.from_settings(client, settings), celery, settings, max_running, now_s=now_s
+            )
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
 
 
 def wav_bytes(seconds: float = 0.5, rate: int = 16_000) -> bytes:

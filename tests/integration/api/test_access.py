@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from click.testing import CliRunner
 
-from tests.integration.api.conftest import Gateway, queued_job_ids, serve, wav_bytes
+from tests.integration.api.conftest import Gateway, accounted_job_ids, serve, wav_bytes
 from whisperx_service.access.keys import ADMIN_KEY_FILE, KeyRegistry
 from whisperx_service.api.app import create_app
 from whisperx_service.cli import main as cli
@@ -65,10 +65,10 @@ def submit(gw: Gateway, key: str, **fields: str) -> httpx.Response:
 
 
 def nothing_created(gw: Gateway, r: redis.Redis) -> None:
-    """No job directory, no job in Redis, no task message."""
+    """No job directory, no job in Redis, nothing held, no task message."""
     assert gw.job_dirs() == []
     assert r.keys(f"{gw.settings.redis.key_prefix}:job:*") == []
-    assert queued_job_ids(r, gw.settings) == []
+    assert accounted_job_ids(r, gw.settings) == []
 
 
 def test_health_is_open_everything_else_needs_a_key(gw: Gateway, redis_client: redis.Redis) -> None:
@@ -201,7 +201,7 @@ def test_quota_max_queued(gw: Gateway, registry: KeyRegistry, redis_client: redi
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "quota_exceeded" and "max_queued" in r.json()["error"]["message"]
     assert int(r.headers["retry-after"]) >= 1
-    assert gw.job_dirs() == before and len(queued_job_ids(redis_client, gw.settings)) == 2
+    assert gw.job_dirs() == before and len(accounted_job_ids(redis_client, gw.settings)) == 2
     # Another key is not affected.
     _, other = registry.create("bob", quotas=Quotas(max_queued=2))
     assert submit(gw, other).status_code == 202

@@ -11,11 +11,16 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from tests.integration.api.conftest import (
     TEST_MAX_UPLOAD,
     Gateway,
+    accounted_job_ids,
+    dispatch,
+    dispatching_job_ids,
     free_port,
+    held_job_ids,
     queued_job_ids,
     serve,
     wait_until,
@@ -29,7 +34,7 @@ def _no_job_left(gateway: Gateway, r: redis.Redis) -> None:
     assert gateway.job_dirs() == []
     assert r.keys("wxs:job:*") == []
     assert r.zcard("wxs:jobs") == 0
-    assert queued_job_ids(r, gateway.settings) == []
+    assert accounted_job_ids(r, gateway.settings) == []
 
 
 def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(gateway: Gateway, redis_client: redis.Redis) -> None:
@@ -64,8 +69,10 @@ def test_submit_answers_202_stores_the_exact_bytes_and_enqueues(gateway: Gateway
     assert manifest["options"]["num_speakers"] == 2
     assert manifest["created_at"]
 
-    # The task message is really in the broker's queue, with task id = job id.
-    assert queued_job_ids(redis_client, gateway.settings) == [job_id]
+    # The dispatcher hands it to the broker (no worker is live: the capacity is one worker's, and
+    # its slot is free): the task message is really in the broker's queue, with task id = job id.
+    wait_until(lambda: queued_job_ids(redis_client, gateway.settings) == [job_id], what="the task message")
+    assert held_job_ids(redis_client, gateway.settings) == []
 
     status = gateway.client.get(f"/v1/jobs/{job_id}")
     assert status.status_code == 200
@@ -269,16 +276,28 @@ def test_redis_down_answers_503_and_leaves_nothing(
     assert queued_job_ids(redis_client, gw.settings) == []
 
 
-def test_broker_down_answers_503_and_forgets_the_job(api_settings: Settings, redis_client: redis.Redis) -> None:
+def test_broker_down_holds_the_job_until_it_answers(
+    api_settings: Settings, celery_app: Celery, redis_client: redis.Redis
+) -> None:
     broker = Celery("wxs-broker-down", broker=f"redis://127.0.0.1:{free_port()}/0")
     broker.conf.update(broker_connection_retry=False, broker_connection_max_retries=0)
     broker.conf.task_publish_retry = False
+    manual = api_settings.model_copy(update={"api": api_settings.api.model_copy(update={"dispatch_interval_s": 0})})
     try:
-        for gw in serve(api_settings, broker):
+        for gw in serve(manual, broker):
             r = gw.client.post("/v1/jobs", files={"file": ("a.wav", wav_bytes(), "audio/wav")})
-            assert r.status_code == 503, r.text
-            assert r.json()["error"]["code"] == "service_unavailable"
-            _no_job_left(gw, redis_client)
+            assert r.status_code == 202, r.text  # recorded and held: the broker is not needed to accept it
+            job_id = r.json()["id"]
+            with pytest.raises(OperationalError):
+                dispatch(manual, broker)
+            # The send failed: the job is held again, at the head of its list, nothing half-moved.
+            assert held_job_ids(redis_client, manual) == [job_id]
+            assert dispatching_job_ids(redis_client, manual) == []
+            assert gw.client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+            # The broker answers again: the next pass sends it.
+            assert dispatch(manual, celery_app).handed == [job_id]
+            assert queued_job_ids(redis_client, manual) == [job_id]
+            assert held_job_ids(redis_client, manual) == []
     finally:
         broker.close()
 

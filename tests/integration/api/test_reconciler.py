@@ -1,7 +1,8 @@
 """The reconciler on a real Redis and a real broker queue: attempt cap, lost task messages,
 rebuilding Redis from storage, and retention.
 
-Jobs are created through the real gateway (its own reconciler loop is off); sweeps are called
+Jobs are created through the real gateway (its own reconciler and dispatcher loops are off: a
+created job stays held on its pending list until a test runs a dispatcher pass); sweeps are called
 directly with a `now` in the future where a test needs time to have passed. Dead workers are
 played with the worker's real `JobStore.claim` and a lease that runs out; the fourth delivery of
 a job is the real task run in-process by Celery (`apply`), which returns at its claim.
@@ -23,7 +24,13 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from tests.integration.api.conftest import Gateway, serve, wav_bytes
+from tests.integration.api.conftest import (
+    Gateway,
+    dispatch,
+    held_job_ids,
+    serve,
+    wav_bytes,
+)
 from tests.integration.api.test_results import TRANSCRIPT
 from whisperx_service.broker.celery_app import TRANSCRIBE_TASK, make_celery
 from whisperx_service.broker.kombu_redis import BrokerKeys, unacked_job_ids, waiting_job_ids
@@ -48,10 +55,10 @@ RESULT = TRANSCRIPT.model_dump(mode="json")
 
 @pytest.fixture
 def rec_settings(api_settings: Settings) -> Settings:
-    """API test settings with the gateway's own reconciler loop off (the tests sweep by hand)."""
+    """API test settings with the gateway's reconciler and dispatcher loops off (the tests run them by hand)."""
     return api_settings.model_copy(
         update={
-            "api": ApiSettings(sse_block_ms=200, sse_ping_s=0.3, reconcile_interval_s=0),
+            "api": ApiSettings(sse_block_ms=200, sse_ping_s=0.3, reconcile_interval_s=0, dispatch_interval_s=0),
             "retention": RetentionSettings(s=3600.0, orphan_s=3600.0, sweep_interval_s=600.0),
         }
     )
@@ -163,7 +170,6 @@ def test_reconciler_ends_a_capped_job_and_requeues_others_once(
     celery_app: Celery,
 ) -> None:
     capped, retry, alive = new_job(), new_job(), new_job()
-    drop_queue(redis_client, rec_settings)  # the submitted messages were consumed by the (dead) workers
     for i in range(3):
         die(worker_store, capped, f"c{i}", 3)
     die(worker_store, retry, "r1", 3)
@@ -179,6 +185,9 @@ def test_reconciler_ends_a_capped_job_and_requeues_others_once(
 
     second = run_sweep(rec_settings, celery_app)  # the lease is still expired: no second copy yet
     assert (second.ended, second.requeued, second.queued_requeued) == ({}, [], [])
+    assert queued_ids(redis_client, rec_settings) == [retry]
+    # The re-enqueued message fills the one slot (no worker is live): the dispatcher sends nothing.
+    assert dispatch(rec_settings, celery_app).handed == []
     assert queued_ids(redis_client, rec_settings) == [retry]
 
     # The re-enqueued copy claims the expired lease with attempt 2.
@@ -205,10 +214,21 @@ def test_cancel_requested_on_a_dead_worker_ends_cancelled(
 # -- queued jobs without a task message ------------------------------------------------------
 
 
+def test_held_job_is_left_alone(
+    gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
+) -> None:
+    job = new_job()
+    out = run_sweep(rec_settings, celery_app, now_s=time.time() + 600)
+    assert out.queued_requeued == [] and out.held_again == []  # held on purpose: no message to miss
+    assert held_job_ids(redis_client, rec_settings) == [job]
+    assert queued_ids(redis_client, rec_settings) == []
+
+
 def test_queued_job_with_its_message_waiting_is_left_alone(
     gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
 ) -> None:
     job = new_job()
+    assert dispatch(rec_settings, celery_app).handed == [job]
     out = run_sweep(rec_settings, celery_app, now_s=time.time() + 600)
     assert out.queued_requeued == []
     assert queued_ids(redis_client, rec_settings) == [job]
@@ -218,6 +238,7 @@ def test_queued_job_without_message_is_requeued_once(
     gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
 ) -> None:
     job = new_job()
+    assert dispatch(rec_settings, celery_app).handed == [job]
     drop_queue(redis_client, rec_settings)  # the message is lost (e.g. Redis restarted from an older AOF)
     assert run_sweep(rec_settings, celery_app).queued_requeued == []  # younger than the grace period
 
@@ -233,6 +254,7 @@ def test_message_held_by_a_worker_counts_until_the_grace_period_passes(
     gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
 ) -> None:
     job = new_job()
+    assert dispatch(rec_settings, celery_app).handed == [job]
     time.sleep(GRACE_S + 0.3)  # the job is now older than the grace period
     with celery_app.connection_for_read() as conn:
         q = conn.SimpleQueue(QUEUE, no_ack=False)
@@ -309,8 +331,11 @@ def test_rebuild_after_redis_lost_everything(
     assert (get(capped)["status"], get(capped)["attempt"], get(capped)["error"]["code"]) == ("failed", 3, "worker_lost")
     assert out.ended == {capped: "failed"}
     assert gw.client.get(f"/v1/jobs/{done}/result").json() == RESULT
-    assert sorted(queued_ids(redis_client, rec_settings)) == sorted([queued, running, capped])
+    # The unfinished ones are held again on their owner's pending list, oldest first.
+    assert held_job_ids(redis_client, rec_settings) == [queued, running, capped]
+    assert queued_ids(redis_client, rec_settings) == []
     assert [f["type"] for _, f in worker_store.events(queued)] == ["restored"]
+    assert dispatch(rec_settings, celery_app).handed == [queued]  # one slot: no worker is live
 
     # The lease of the restored running job is expired: the next claim resumes it with attempt 3.
     assert worker_store.claim(running, "w2", lease_s=60, max_attempts=3).attempt == 3
@@ -318,7 +343,11 @@ def test_rebuild_after_redis_lost_everything(
 
     again = run_sweep(rec_settings, celery_app, now_s=time.time() + 2 * GRACE_S)
     assert again.rebuilt is None and again.requeued == [] and again.queued_requeued == []
-    assert sorted(queued_ids(redis_client, rec_settings)) == sorted([queued, running, capped])  # nothing sent twice
+    assert queued_ids(redis_client, rec_settings) == [queued]  # nothing sent twice
+    # With slots to spare, the held jobs that are now running (live lease) or ended are dropped, never sent.
+    roomy = rec_settings.model_copy(update={"worker": rec_settings.worker.model_copy(update={"concurrency": 4})})
+    assert dispatch(roomy, celery_app).handed == []
+    assert held_job_ids(redis_client, rec_settings) == [] and queued_ids(redis_client, rec_settings) == [queued]
 
 
 def test_rebuild_waits_for_a_manifest_written_just_now(
@@ -335,16 +364,18 @@ def test_rebuild_waits_for_a_manifest_written_just_now(
 
 
 def test_get_restores_a_job_redis_does_not_know(
-    gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings
+    gw: Gateway, new_job: Callable[[], str], redis_client: redis.Redis, rec_settings: Settings, celery_app: Celery
 ) -> None:
     job = new_job()
     redis_client.flushdb()
     r = gw.client.get(f"/v1/jobs/{job}")
     assert r.status_code == 200, r.text
     assert (r.json()["id"], r.json()["status"]) == (job, "queued")
-    assert queued_ids(redis_client, rec_settings) == [job]
+    assert held_job_ids(redis_client, rec_settings) == [job]
     assert gw.client.get(f"/v1/jobs/{job}").status_code == 200
-    assert queued_ids(redis_client, rec_settings) == [job]  # restored once, enqueued once
+    assert held_job_ids(redis_client, rec_settings) == [job]  # restored once, held once
+    assert dispatch(rec_settings, celery_app).handed == [job]
+    assert queued_ids(redis_client, rec_settings) == [job]
     assert gw.client.get(f"/v1/jobs/{'0' * 32}").status_code == 404
 
 

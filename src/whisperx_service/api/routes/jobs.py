@@ -2,8 +2,10 @@
 purge) and `GET /v1/jobs` (list).
 
 Submitting, in order: stream the upload to `jobs/<id>/source`, write the manifest `job.json`
-(atomic), create the Redis job (`queued` + its event), enqueue the Celery task (task id = job id).
-If any step fails, everything before it is undone: no files, no job.
+(atomic), create the Redis job (`queued` + its event, held on its owner's pending list: one Lua
+step), wake the dispatcher (maintenance/dispatcher.py), which sends the Celery task (task id = job
+id) when a worker slot is free and it is the owner's turn. If any step fails, everything before it
+is undone: no files, no job.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from pydantic import BaseModel, Field
 
 from whisperx_service.access.quotas import check_quotas
 from whisperx_service.api.auth import PrincipalDep, visible_job
-from whisperx_service.api.deps import CeleryDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
+from whisperx_service.api.deps import JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.multipart_form import FILE_FIELD
 from whisperx_service.api.upload import NO_SPACE_ERRNOS, receive_upload
-from whisperx_service.broker.celery_app import enqueue
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, new_job_id
 from whisperx_service.errors import (
     AdminOnly,
@@ -32,7 +33,6 @@ from whisperx_service.errors import (
     JobFinished,
     JobNotFound,
     JobRunning,
-    ServiceUnavailable,
 )
 from whisperx_service.logs import get_logger
 from whisperx_service.maintenance.restore import restore_job
@@ -84,7 +84,7 @@ def _upload_schema() -> dict[str, Any]:
         415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
         422: {"description": "invalid_request / empty_upload"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
-        503: {"description": "service_unavailable (Redis or the broker)"},
+        503: {"description": "service_unavailable (Redis)"},
         507: {"description": "insufficient_storage"},
     },
 )
@@ -95,9 +95,8 @@ async def submit_job(
     settings: SettingsDep,
     jobs: JobsDep,
     storage: StorageDep,
-    celery: CeleryDep,
 ) -> JobAccepted:
-    """Stream the upload to storage, record the job and enqueue it; answer 202 at once.
+    """Stream the upload to storage, record the job (held for the dispatcher); answer 202 at once.
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
     optional job option fields (see `JobOptions`).
@@ -106,7 +105,8 @@ async def submit_job(
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
         UnsupportedMedia, EmptyUpload, InvalidRequest, InsufficientStorage: see `receive_upload`;
             InsufficientStorage also when the manifest does not fit.
-        ServiceUnavailable: Redis or the broker does not answer (nothing is kept).
+        ServiceUnavailable: Redis does not answer (nothing is kept). A broker that does not answer
+            only delays the job: it stays held until the dispatcher can send it.
         QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
     """
     job_id = new_job_id()
@@ -138,11 +138,6 @@ async def submit_job(
             job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes, owner=owner
         )
         created = True
-        try:
-            await anyio.to_thread.run_sync(functools.partial(enqueue, celery, job_id, settings.worker.queue))
-        except Exception as e:
-            log.error("enqueue_failed", error=repr(e))
-            raise ServiceUnavailable("the job queue does not answer; try again shortly") from e
     except BaseException:
         with anyio.CancelScope(shield=True):
             if created:
@@ -152,6 +147,7 @@ async def submit_job(
                     log.error("job_delete_failed", error=repr(e))
             await anyio.to_thread.run_sync(storage.remove_job, job_id)
         raise
+    request.app.state.dispatch_wake.set()
     audit.info("job_created", size_bytes=upload.size_bytes, media_type=upload.media_type)
     base = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job_id}"
     response.headers["Location"] = base
@@ -170,13 +166,11 @@ async def get_job(
     principal: PrincipalDep,
     jobs: JobsDep,
     storage: StorageDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
 ) -> JobRecord:
     """The job's status, stage, percent (0-100), timestamps, audio duration (s), attempt and error.
 
     A job Redis lost (it restarted empty) but storage still holds is restored from its files on
-    the spot, and enqueued again if unfinished (see `maintenance/restore.py`): a known job is never
+    the spot, and held for the dispatcher if unfinished (see `maintenance/restore.py`): a known job is never
     unknown.
 
     Raises:
@@ -184,13 +178,8 @@ async def get_job(
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
-    if record is None:
-
-        async def requeue(lost_id: str) -> None:
-            await anyio.to_thread.run_sync(functools.partial(enqueue, celery, lost_id, settings.worker.queue))
-
-        if await restore_job(jobs, storage, job_id, requeue):
-            record = await jobs.get(job_id)
+    if record is None and await restore_job(jobs, storage, job_id):
+        record = await jobs.get(job_id)
     if record is None or not principal.sees(record):
         raise JobNotFound(f"job {job_id} not found")
     return record
