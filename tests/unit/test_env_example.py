@@ -15,7 +15,7 @@ from whisperx_service.config import Settings
 REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / ".env.example"
 #: Variables read only by docker-compose.gpu.yml (interpolation), not by Settings.
-COMPOSE_ONLY = {"API_PUBLISH_ADDRESS", "API_PUBLISH_PORT", "REDIS_PASSWORD", "REDIS_MAXMEMORY"}
+COMPOSE_ONLY = {"API_PUBLISH_ADDRESS", "API_PUBLISH_PORT", "REDIS_PASSWORD", "REDIS_MAXMEMORY", "FORWARDED_ALLOW_IPS"}
 _SETTING_LINE = re.compile(r"^#\s?([A-Z][A-Z0-9_]*)=(.*)$")
 
 

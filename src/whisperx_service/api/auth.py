@@ -8,6 +8,7 @@ AUTH_ENABLED=false (allowed on a loopback address only) every request acts as an
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -45,6 +46,16 @@ class Principal:
         return self.admin or (record.owner is not None and self.key is not None and record.owner.id == self.key.id)
 
 
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def client_address(request: Request) -> str:
     """The client's address (uvicorn applies X-Forwarded-For from trusted proxies)."""
     return request.client.host if request.client else "unknown"
@@ -56,12 +67,16 @@ async def authenticate(request: Request) -> Principal:
     Raises:
         Unauthorized: no key, a malformed one, or one that is unknown or revoked.
         RateLimited: the address failed too often, or the key or address sent too many requests.
-        redis.RedisError: Redis does not answer (answered as 503).
+        redis.ConnectionError, redis.TimeoutError: Redis does not answer (answered as 503).
     """
     state = request.app.state
     limiter: RequestLimiter = state.limiter
     address = client_address(request)
     if not state.settings.auth.enabled:
+        # Auth off is for one machine: whatever address the server was bound to, serve loopback only.
+        if not is_loopback(address):
+            audit.warning("auth_failed", address=address, reason="auth_off_remote")
+            raise Unauthorized("this gateway runs without API keys and serves its own machine only")
         wait = await limiter.request(None, address)
         if wait is not None:
             raise RateLimited("too many requests from this address", retry_after_s=wait)

@@ -99,6 +99,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (StarletteHTTPException, _http_error),
         (redis.exceptions.ConnectionError, _redis_down),
         (redis.exceptions.TimeoutError, _redis_down),
+        (redis.exceptions.ReadOnlyError, _redis_down),  # a replica during a failover
         (Exception, _unexpected),
     ]
     for exc_class, handler in handlers:

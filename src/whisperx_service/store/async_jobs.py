@@ -93,16 +93,27 @@ class AsyncJobStore:
         filename: str | None,
         size_bytes: int,
         owner: KeyOwner | None = None,
+        duration_s: float | None = None,
     ) -> JobRecord:
         """Record a new queued job (owned by `owner`), publish its `queued` event and hold it on its
         owner's pending list for the dispatcher (one step).
 
+        Args:
+            duration_s: the audio duration the gateway probed (s), when the container states one.
         Raises:
-            ValueError: a job with this id exists.
-            redis.RedisError: Redis does not answer.
+            ValueError: another job with this id exists.
+            redis.RedisError: Redis does not answer (the job may exist: undo with `delete`).
         """
         created_ms = int(time.time() * 1000)
-        h = new_job_hash(job_id, options, filename=filename, size_bytes=size_bytes, created_ms=created_ms, owner=owner)
+        h = new_job_hash(
+            job_id,
+            options,
+            filename=filename,
+            size_bytes=size_bytes,
+            created_ms=created_ms,
+            owner=owner,
+            duration_s=duration_s,
+        )
         ok = await self._create(
             keys=[
                 self.keys.job(job_id),
@@ -116,7 +127,9 @@ class AsyncJobStore:
             ],
             args=[created_ms, self.maxlen, job_id, owner_of(h), *flat_args(h)],
         )
-        if not ok:
+        # The client resends a command once after a lost connection: a job with this id and this
+        # creation time is this call's own, created before the reply was lost.
+        if not ok and as_str(await self.r.hget(self.keys.job(job_id), "created_ms") or b"") != str(created_ms):
             raise ValueError(f"job {job_id} exists")
         await self.r.hincrby(self.keys.metrics(), "upload_bytes", size_bytes)
         return JobRecord.from_hash(h)
@@ -127,7 +140,8 @@ class AsyncJobStore:
         return JobRecord.from_hash(decode_hash(h)) if h else None
 
     async def delete(self, job_id: str) -> None:
-        """Forget a job entirely (used when the enqueue after create failed)."""
+        """Forget a job entirely: the undo of a submission that failed after `create` was called
+        (a held id whose hash is gone is dropped by the dispatcher)."""
         await self.purge(job_id)
 
     async def cancel(self, job_id: str) -> CancelOutcome:

@@ -38,6 +38,7 @@ def new_job_hash(
     size_bytes: int,
     created_ms: int,
     owner: KeyOwner | None = None,
+    duration_s: float | None = None,
 ) -> dict[str, str]:
     """The initial Redis hash of a queued job (every value a string); `owner` is the key that created it."""
     return {
@@ -57,6 +58,7 @@ def new_job_hash(
         "lease_expires_ms": "0",
         "owner_id": owner.id if owner else "",
         "owner_name": owner.name if owner else "",
+        "duration_s": f"{duration_s:.3f}" if duration_s is not None else "",
     }
 
 

@@ -345,15 +345,20 @@ return 1
 # KEYS[1]=dispatching zset KEYS[2]=owner's pending list KEYS[3]=dispatch ring KEYS[4]=dispatch served hash
 # KEYS[5]=owner's active set KEYS[6]=job hash ARGV[1]=id ARGV[2]=owner ARGV[3]=now_ms
 # A taken job whose task was not sent (the broker failed, or the dispatcher died before sending
-# it): it leaves the dispatching zset and the owner's active set and, if it can still run, goes
-# back to the head of its owner's pending list. Returns 1 when held again, 0 otherwise (it was not
+# it): it leaves the dispatching zset and, if it can still run, the owner's active set, and goes
+# back to the head of its owner's pending list (a job a worker runs stays in the active set).
+# Returns 1 when held again, 0 otherwise (it was not
 # in the dispatching zset, or it cannot run any more).
 PUT_BACK = (
     _DISPATCHABLE
     + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if not dispatchable(KEYS[6], tonumber(ARGV[3])) then
+  -- A worker holds it (its task was sent after all): it stays counted until it ends.
+  if redis.call('HGET', KEYS[6], 'status') ~= 'running' then redis.call('SREM', KEYS[5], ARGV[1]) end
+  return 0
+end
 redis.call('SREM', KEYS[5], ARGV[1])
-if not dispatchable(KEYS[6], tonumber(ARGV[3])) then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 if not redis.call('ZSCORE', KEYS[3], ARGV[2]) then
   redis.call('ZADD', KEYS[3], tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0'), ARGV[2])

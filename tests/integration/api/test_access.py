@@ -314,3 +314,12 @@ def test_admin_key_on_first_start(auth_settings: Settings, registry: KeyRegistry
     assert found is not None and found.admin and found.matches(key)
     assert registry.ensure_admin_key() is None, "made once"
     assert path.read_text().strip() == key
+
+
+def test_auth_off_serves_only_loopback_clients(gateway: Gateway) -> None:
+    """With AUTH_ENABLED=false a client on another machine (here: seen through a local proxy) is refused."""
+    assert not gateway.settings.auth.enabled
+    assert gateway.client.get("/v1/jobs").status_code == 200
+    r = gateway.client.get("/v1/jobs", headers={"X-Forwarded-For": "192.0.2.7"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert gateway.client.get("/healthz", headers={"X-Forwarded-For": "192.0.2.7"}).status_code == 200

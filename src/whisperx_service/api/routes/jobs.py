@@ -117,7 +117,7 @@ async def submit_job(
         upload = await receive_upload(
             request, storage, job_id, settings.limits, min_free_bytes=settings.storage.min_free_bytes
         )
-        await check_quotas(jobs, principal.key, add_bytes=upload.size_bytes)
+        await check_quotas(jobs, principal.key, add_bytes=upload.size_bytes, add_audio_s=upload.media.duration_s or 0.0)
         owner = principal.owner
         manifest = {
             "id": job_id,
@@ -134,16 +134,21 @@ async def submit_job(
             if e.errno in NO_SPACE_ERRNOS:
                 raise InsufficientStorage("not enough storage space for the job") from None
             raise
+        created = True  # from here on the job may exist in Redis, whatever `create` answers
         record = await jobs.create(
-            job_id, upload.options, filename=upload.filename, size_bytes=upload.size_bytes, owner=owner
+            job_id,
+            upload.options,
+            filename=upload.filename,
+            size_bytes=upload.size_bytes,
+            owner=owner,
+            duration_s=upload.media.duration_s,
         )
-        created = True
     except BaseException:
         with anyio.CancelScope(shield=True):
             if created:
                 try:
                     await jobs.delete(job_id)
-                except Exception as e:  # Redis gone too: the reconciler finds a queued job without files
+                except Exception as e:  # Redis gone too: the held job fails in the worker (no source)
                     log.error("job_delete_failed", error=repr(e))
             await anyio.to_thread.run_sync(storage.remove_job, job_id)
         raise
@@ -178,6 +183,8 @@ async def get_job(
     """
     structlog.contextvars.bind_contextvars(job_id=job_id)
     record = await jobs.get(job_id)
+    # No job can be asked for before its submission answered (ids are random): a manifest without
+    # a Redis job here is one Redis lost, never an upload still creating its job.
     if record is None and await restore_job(jobs, storage, job_id):
         record = await jobs.get(job_id)
     if record is None or not principal.sees(record):

@@ -13,10 +13,12 @@ import contextlib
 import mmap
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -48,6 +50,8 @@ DECODE_CPU_S_PER_AUDIO_S = 0.25
 DECODE_CPU_BASE_S = 120
 #: Wall-clock limit of a decode as a multiple of its CPU limit (the disk may be slower than the CPU).
 DECODE_WALL_FACTOR = 2.0
+#: ffmpeg's error output kept for the log (characters from its end).
+STDERR_TAIL_BYTES = 4096
 
 
 def probe_duration(src: Path) -> float | None:
@@ -111,11 +115,14 @@ def decode_to_pcm(
         "-progress", "pipe:1", "-nostats", "-y", str(tmp),
     ]  # fmt: skip
     cpu_s = int(DECODE_CPU_BASE_S + max_duration_s * DECODE_CPU_S_PER_AUDIO_S)
+    # stderr goes to a file: ffmpeg can print without bound on a corrupt file, and a pipe read only
+    # after stdout ends would fill and stall it.
+    errors = tempfile.TemporaryFile(mode="w+", dir=dst.parent, prefix=".tmp-ffmpeg-")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         text=True,
         preexec_fn=media.rlimits(cpu_s),  # the child runs only setrlimit before exec
     )
@@ -130,8 +137,8 @@ def decode_to_pcm(
             if progress is not None and total and line.startswith("out_time_us="):
                 with contextlib.suppress(ValueError):
                     progress(min(100.0, int(line.split("=", 1)[1]) / 1e6 / total * 100.0))
-        stderr = proc.stderr.read() if proc.stderr else ""
         rc = proc.wait()
+        stderr = _tail(errors, STDERR_TAIL_BYTES)
         if rc != 0:
             detail = stderr.strip()[-500:] or f"ffmpeg exited with {rc}"
             if "matches no streams" in stderr:
@@ -152,8 +159,20 @@ def decode_to_pcm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        errors.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _tail(f: IO[str], n: int) -> str:
+    """The last `n` characters (about bytes) of a text file opened for reading and writing."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - n))
+    try:
+        return f.read()
+    except UnicodeDecodeError:
+        return ""
 
 
 def open_pcm(path: Path) -> np.memmap:
