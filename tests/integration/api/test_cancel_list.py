@@ -18,7 +18,7 @@ import redis
 from tests.integration.api.conftest import Gateway, wait_until
 from whisperx_service.domain.jobs import JobOptions, JobStatus, Stage
 from whisperx_service.storage.local import Storage
-from whisperx_service.store import async_jobs as jobs_module
+from whisperx_service.store import queries as jobs_module
 from whisperx_service.store.cursor import encode_cursor
 from whisperx_service.store.jobs import JobStore, Renewal
 from whisperx_service.store.keys import Keys
