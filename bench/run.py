@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,16 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from common import free_port, start_gateway
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.json"
 MiB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_bytes(pid: int) -> int:
@@ -110,7 +104,7 @@ def bench_upload(size: int, redis_url: str) -> dict[str, float | int | bool]:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()  # a database of its own (default 13)
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(dir=REPO / "bench", prefix="work-") as tmp:
         storage = Path(tmp) / "storage"
         env = {
@@ -118,19 +112,9 @@ def bench_upload(size: int, redis_url: str) -> dict[str, float | int | bool]:
             "STORAGE_ROOT": str(storage), "MAX_UPLOAD_BYTES": str(size + MiB), "LOG_JSON": "true",
             "AUTH_ENABLED": "false", "API_HOST": "127.0.0.1",
         }  # fmt: skip
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, cwd=REPO,
-        )  # fmt: skip
+        proc = start_gateway(env, port)
         try:
             url = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             # Warm up the route (imports, first-request allocations) so the baseline is fair.
             httpx.post(f"{url}/v1/jobs", files={"file": ("w.wav", b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\0" * 4096)})
             time.sleep(0.5)

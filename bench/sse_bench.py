@@ -18,9 +18,6 @@ import asyncio
 import io
 import multiprocessing as mp
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import free_port, start_gateway
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -83,12 +81,6 @@ def _client_proc(port: int, job_id: str, n: int, ready: Any, results: Any) -> No
         return outs
 
     results.put(asyncio.run(main()))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wav(seconds: float, rate: int = 16_000) -> bytes:
@@ -151,26 +143,16 @@ def bench_sse(redis_url: str, streams: int = 1000, events: int = 50, interval_s:
 
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
-    port, procs = _free_port(), max(1, min(4, streams // 250))
+    port, procs = free_port(), max(1, min(4, streams // 250))
     with tempfile.TemporaryDirectory(dir=REPO / "bench", prefix="work-") as tmp:
         env = {
             **os.environ, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "bench", "WORKER_QUEUE": "bench",
             "STORAGE_ROOT": str(Path(tmp) / "storage"), "AUTH_ENABLED": "false", "API_RECONCILE_INTERVAL_S": "0",
             "AUTH_ADDRESS_RATE_LIMIT": "1000000/minute", "LOG_JSON": "true", "LOG_LEVEL": "WARNING",
         }  # fmt: skip
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "whisperx_service.api.app:app_factory", "--factory",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            env=env, cwd=REPO,
-        )  # fmt: skip
+        gateway = start_gateway(env, port, "--no-access-log")
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             wav = _wav(0.2)
             job_id = httpx.post(f"{url}/v1/jobs", files={"file": ("a.wav", wav, "audio/wav")}).json()["id"]
             time.sleep(0.5)
