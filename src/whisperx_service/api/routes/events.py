@@ -128,6 +128,12 @@ async def _stream(
         slot.release()
 
 
+async def _release_slot(slot: StreamSlot) -> None:
+    """`slot.release()` as a coroutine: Starlette runs a plain function background task in its thread
+    pool, and 1,000 streams ending on one terminal event would queue 1,000 thread hops there."""
+    slot.release()
+
+
 @router.get(
     "/{job_id}/events",
     summary="Live progress (Server-Sent Events)",
@@ -171,5 +177,5 @@ async def job_events(
         ping=settings.api.sse_ping_s,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # Also releases the slot of a stream whose body never ran (a HEAD request, an early disconnect).
-        background=BackgroundTask(slot.release),
+        background=BackgroundTask(_release_slot, slot),
     )
