@@ -48,13 +48,27 @@ def test_no_file_points_outside_the_repository() -> None:
     assert not offenders, "files refer to paths a clone does not have:\n" + "\n".join(offenders)
 
 
+def _anchors(doc: Path) -> set[str]:
+    """The heading anchors GitHub makes for a Markdown file: lower case, punctuation dropped,
+    spaces to hyphens (headings inside fenced code blocks are not headings)."""
+    out, fenced = set(), False
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"^#{1,6} (.+)$", line)):
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return out
+
+
 def test_markdown_links_resolve() -> None:
     broken = []
     for doc in DOCS:
         for target in _LINK.findall(doc.read_text(encoding="utf-8")):
-            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
-                continue  # a URL or an anchor in the same file
-            if not (doc.parent / target.split("#", 1)[0]).exists():
+            if re.match(r"^[a-z]+:", target):
+                continue  # a URL
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path) if path else doc
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
                 broken.append(f"{doc.relative_to(REPO)} -> {target}")
     assert not broken, "broken links:\n" + "\n".join(broken)
 
