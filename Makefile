@@ -1,7 +1,9 @@
 .DEFAULT_GOAL := help
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export HF_HUB_OFFLINE ?= 1
+# HF_HUB_OFFLINE is not exported to every target: scripts/run.sh defaults it to 1 after reading .env
+# (so .env can set 0), scripts/test.sh forces 1, the worker's model loaders default it to 1, and the
+# benchmarks get 1 below unless the environment sets it.
 export PYANNOTE_METRICS_ENABLED := 0
 
 .PHONY: help install run test test-fast lint bench up
@@ -12,7 +14,7 @@ help: ## Show this help
 install: ## Install system packages, the venv (gateway + worker + dev) and the offline models
 	scripts/install.sh
 
-run: ## Run Redis (if none), the gateway on :8000 and one CPU worker, in the foreground
+run: ## Run Redis (if none), the gateway on :8000 and one worker, in the foreground
 	scripts/run.sh
 
 test: install ## Every test: tests/unit, tests/integration and tests/e2e (real processes)
@@ -26,6 +28,7 @@ lint: ## ruff (lint + format check) and mypy --strict on src/
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
+bench: export HF_HUB_OFFLINE ?= 1
 bench: install ## Benchmarks; writes bench/results.json
 	$(PY) bench/run.py
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Run the whole service on this machine, in the foreground: installs what is missing, starts Redis
-# (if none answers), the gateway on :8000 and one CPU worker. Ctrl-C stops all of them.
+# (if none answers), the gateway on :8000 and one worker (on the GPU when torch sees one, ASR_DEVICE=auto).
+# Ctrl-C stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -f .env ] && { set -a; . ./.env; set +a; }
+# .env fills in what the environment leaves unset (scripts/env.sh: values literal, the environment wins).
+. scripts/env.sh
+[ -f .env ] && load_dotenv .env
 export STORAGE_ROOT=${STORAGE_ROOT:-./data} MODELS_DIR=${MODELS_DIR:-./models}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0} LOG_JSON=${LOG_JSON:-false}
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PYANNOTE_METRICS_ENABLED=0
+# Models load from local caches only unless HF_HUB_OFFLINE=0 is set (environment or .env): a worker
+# never waits on a hub it cannot reach. `whisperx-service models download` fills the caches.
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PYANNOTE_METRICS_ENABLED=${PYANNOTE_METRICS_ENABLED:-0}
 scripts/install.sh
 mkdir -p "$STORAGE_ROOT"
 pids=()

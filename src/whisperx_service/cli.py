@@ -24,6 +24,7 @@ import click
 
 from whisperx_service.config import get_settings
 from whisperx_service.errors import ModelLoadFailed
+from whisperx_service.logs import configure_logging
 
 if TYPE_CHECKING:
     from whisperx_service.access.keys import KeyRegistry
@@ -105,6 +106,9 @@ main.add_command(models)
 @click.group()
 def keys() -> None:
     """Create, list and revoke API keys (records under STORAGE_ROOT/keys, copied to Redis)."""
+    # The audit lines these commands write go to stderr, so stdout carries only the key or the
+    # JSON (`KEY=$(whisperx-service keys create NAME)`, `... --json | jq`).
+    configure_logging(get_settings())
 
 
 def _registry() -> KeyRegistry:

@@ -1,4 +1,10 @@
-"""`.env.example` documents every setting in `config.Settings`, with its default, and nothing else."""
+"""`.env.example` documents every setting in `config.Settings`, with its default, and nothing else.
+
+The names are derived from the settings models (each group's env prefix + field name, or the
+field's first alias), and a test proves each derived name really reaches its field. Besides the
+settings, `.env.example` documents the variables the model libraries read (`LIBRARY_ENV`) and the
+ones only docker compose reads (`COMPOSE_ONLY`); no other name may appear.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices, TypeAdapter
+from pydantic import AliasChoices, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -14,8 +20,11 @@ from whisperx_service.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / ".env.example"
-#: Variables read only by docker-compose.gpu.yml (interpolation), not by Settings.
+#: Variables read only by the docker-compose*.yml files (interpolation), not by Settings.
 COMPOSE_ONLY = {"API_PUBLISH_ADDRESS", "API_PUBLISH_PORT", "REDIS_PASSWORD", "REDIS_MAXMEMORY", "FORWARDED_ALLOW_IPS"}
+#: Variables the model libraries (huggingface_hub, transformers, torch, pyannote) read from the
+#: process environment; a user sets them, Settings does not read them.
+LIBRARY_ENV = {"HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TORCH_HOME", "PYANNOTE_METRICS_ENABLED"}
 _SETTING_LINE = re.compile(r"^#\s?([A-Z][A-Z0-9_]*)=(.*)$")
 
 
@@ -31,14 +40,32 @@ def _env_name(group: type[BaseSettings], name: str, field: FieldInfo) -> str:
     return (str(group.model_config.get("env_prefix", "")) + name).upper()
 
 
-def _settings_fields() -> list[tuple[str, FieldInfo]]:
-    out = []
-    for group_field in Settings.model_fields.values():
-        group = group_field.annotation
-        assert isinstance(group, type) and issubclass(group, BaseSettings), group
-        for name, field in group.model_fields.items():
-            out.append((_env_name(group, name, field), field))
+def _settings_leaves() -> list[tuple[type[BaseSettings], str, str, FieldInfo]]:
+    """(group, field name, environment variable, field) for every setting.
+
+    A field of `Settings` that is a settings group contributes its fields (read with the group's
+    prefix); any other field of `Settings` is a setting itself (read with `Settings`' prefix).
+    """
+    out: list[tuple[type[BaseSettings], str, str, FieldInfo]] = []
+    for top_name, top_field in Settings.model_fields.items():
+        group = top_field.annotation
+        if isinstance(group, type) and issubclass(group, BaseSettings):
+            out += [(group, n, _env_name(group, n, f), f) for n, f in group.model_fields.items()]
+        else:
+            out.append((Settings, top_name, _env_name(Settings, top_name, top_field), top_field))
     return out
+
+
+def _settings_fields() -> list[tuple[str, FieldInfo]]:
+    return [(env, field) for _, _, env, field in _settings_leaves()]
+
+
+def _compose_text() -> str:
+    """Every docker-compose*.yml of the repository, comment lines left out."""
+    files = sorted(REPO.glob("docker-compose*.yml"))
+    assert files, "no docker-compose*.yml"
+    lines = [ln for f in files for ln in f.read_text(encoding="utf-8").splitlines()]
+    return "\n".join(ln for ln in lines if not ln.lstrip().startswith("#"))
 
 
 def _documented() -> dict[str, tuple[str, str]]:
@@ -63,8 +90,44 @@ def test_every_setting_is_documented() -> None:
     assert len(names) > 30  # the walk really found the groups
     missing = [n for n in names if n not in documented]
     assert not missing, f"missing from .env.example: {missing}"
-    unknown = set(documented) - set(names) - COMPOSE_ONLY
+    unknown = set(documented) - set(names) - COMPOSE_ONLY - LIBRARY_ENV
     assert not unknown, f".env.example names settings that do not exist: {unknown}"
+
+
+def test_library_and_compose_variables_are_documented() -> None:
+    documented = _documented()
+    missing = sorted((LIBRARY_ENV | COMPOSE_ONLY) - set(documented))
+    assert not missing, f"missing from .env.example: {missing}"
+    settings = {n for n, _ in _settings_fields()}
+    assert not (LIBRARY_ENV | COMPOSE_ONLY) & settings, "a setting is listed as a non-setting variable"
+
+
+def test_compose_only_variables_are_used_by_compose() -> None:
+    compose = _compose_text()
+    unused = sorted(n for n in COMPOSE_ONLY if not re.search(rf"\$\{{{n}\b", compose))
+    assert not unused, f"COMPOSE_ONLY names no docker-compose*.yml reads: {unused}"
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "env_name"),
+    [(g, n, e) for g, n, e, _ in _settings_leaves()],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_derived_name_reaches_its_field(
+    monkeypatch: pytest.MonkeyPatch, group: type[BaseSettings], name: str, env_name: str
+) -> None:
+    """Setting the derived variable changes the field, or is refused naming it: the name is right."""
+    field = group.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    sentinel = '["sentinel-value"]' if isinstance(default, list) else "sentinel-value"
+    monkeypatch.setenv(env_name, sentinel)
+    try:
+        built = group()
+    except ValidationError as exc:
+        assert any(err["loc"][:1] == (name,) for err in exc.errors()), exc
+        return
+    value = getattr(built, name)
+    assert value != default, f"{env_name} did not reach {group.__name__}.{name}"
 
 
 @pytest.mark.parametrize(("env_name", "field"), _settings_fields(), ids=lambda v: str(v)[:40])
@@ -82,8 +145,7 @@ def test_shown_value_is_the_default(env_name: str, field: FieldInfo) -> None:
 
 
 def test_compose_interpolations_are_documented() -> None:
-    text = (REPO / "docker-compose.gpu.yml").read_text(encoding="utf-8")
-    compose = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose))
-    assert used, "docker-compose.gpu.yml interpolates no variables?"
-    assert used <= set(_documented())
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", _compose_text()))
+    assert used, "docker-compose*.yml interpolates no variables?"
+    undocumented = sorted(used - set(_documented()))
+    assert not undocumented, f"docker-compose*.yml reads variables .env.example does not document: {undocumented}"

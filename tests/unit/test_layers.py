@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "transcripts",
     },
     "worker": {"broker", "config", "domain", "errors", "logs", "pipeline", "storage", "store", "transcripts"},
-    "cli": {"access", "api", "config", "domain", "errors", "pipeline", "worker"},
+    "cli": {"access", "api", "config", "domain", "errors", "logs", "pipeline", "worker"},
 }
 
 
