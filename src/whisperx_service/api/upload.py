@@ -248,6 +248,8 @@ async def _receive_upload(
             options = parse_options(reader.fields)
             assert reader.writer is not None
             await reader.writer.commit(storage.source(job_id))
+            # The last check ran up to one write batch ago: an upload that ended below the floor is refused too.
+            await _check_free(storage, min_free_bytes)
         except MultipartParseError as e:
             log.info("malformed_multipart", reason=str(e))
             raise MalformedMultipart("malformed multipart body") from None
