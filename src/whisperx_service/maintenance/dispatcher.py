@@ -44,6 +44,7 @@ from whisperx_service.broker.kombu_redis import BrokerKeys, broker_job_ids
 from whisperx_service.config import Settings
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.dispatch import DispatchStore
+from whisperx_service.store.locks import LeaderLock
 from whisperx_service.store.records import as_str
 
 log = structlog.get_logger(__name__)
@@ -152,8 +153,7 @@ async def run_forever(
     dispatcher lock; never raises."""
     interval = settings.api.dispatch_interval_s
     ttl_ms = int(max(interval * 5, 2.0) * 1000)
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    lock = jobs.keys.dispatcher_lock()
+    lock = LeaderLock(jobs.r, jobs.keys.dispatcher_lock(), f"{socket.gethostname()}:{os.getpid()}", ttl_ms)
     me_task = asyncio.current_task()
     while True:
         # A cancellation that a Redis client turned into another error (it lands inside a command
@@ -163,11 +163,7 @@ async def run_forever(
         await _wake_or_timeout(wake, interval)
         wake.clear()
         try:
-            mine = await jobs.r.set(lock, me, nx=True, px=ttl_ms)
-            if not mine and (await jobs.r.get(lock)) in (me, me.encode()):
-                await jobs.r.pexpire(lock, ttl_ms)
-                mine = True
-            if mine:
+            if await lock.hold():
                 await dispatch_once(jobs, celery, settings, max_running)
         except Exception as e:  # a failed pass must not end the loop: the next one starts over
             log.warning(

@@ -47,6 +47,7 @@ from whisperx_service.maintenance.retention import Retention, sweep_retention
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.dispatch import DispatchStore
+from whisperx_service.store.locks import LeaderLock
 from whisperx_service.store.records import final_record
 
 log = structlog.get_logger(__name__)
@@ -173,16 +174,13 @@ async def sweep(
 async def run_forever(jobs: AsyncJobStore, celery: Celery, settings: Settings) -> None:
     """Sweep every API_RECONCILE_INTERVAL_S while holding the reconciler lock; never raises."""
     interval = settings.api.reconcile_interval_s
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    lock = jobs.keys.reconciler_lock()
+    lock = LeaderLock(
+        jobs.r, jobs.keys.reconciler_lock(), f"{socket.gethostname()}:{os.getpid()}", int(interval * 3000)
+    )
     while True:
         await asyncio.sleep(interval)
         try:
-            mine = await jobs.r.set(lock, me, nx=True, px=int(interval * 3000))
-            if not mine and (await jobs.r.get(lock)) in (me, me.encode()):
-                await jobs.r.pexpire(lock, int(interval * 3000))
-                mine = True
-            if mine:
+            if await lock.hold():
                 await sweep(jobs, celery, settings)
         except Exception as e:  # a failed sweep must not end the loop: the next one starts over
             log.warning("reconcile_failed", error=repr(e), exc_info=not isinstance(e, (redis.RedisError, OSError)))
