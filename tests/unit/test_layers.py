@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"domain"},
     "store": {"config", "domain"},
     "broker": {"config"},
-    "access": {"config", "domain", "errors", "storage", "store"},
+    "access": {"config", "domain", "errors", "logs", "storage", "store"},
     "pipeline": {"config", "domain", "errors", "media", "storage", "transcripts"},
     "maintenance": {"broker", "config", "domain", "errors", "logs", "storage", "store"},
     "api": {

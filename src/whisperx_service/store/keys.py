@@ -63,6 +63,11 @@ class Keys:
         """Sorted set: ids of the jobs a key created, scored by creation time (ms)."""
         return f"{self.prefix}:owner:{key_id}:jobs"
 
+    def quota_lock(self, key_id: str) -> str:
+        """String (redis-py lock): held while a submission of the key is checked against its quotas
+        and created, so two submissions never both take the key's last free place."""
+        return f"{self.prefix}:key:{key_id}:quota-lock"
+
     def pending(self, owner_id: str) -> str:
         """List: ids of an owner's jobs held for a worker slot, oldest first (`-` = no key, auth off)."""
         return f"{self.prefix}:pending:{owner_id}"

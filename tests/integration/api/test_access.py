@@ -9,6 +9,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -205,6 +206,25 @@ def test_quota_max_queued(gw: Gateway, registry: KeyRegistry, redis_client: redi
     # Another key is not affected.
     _, other = registry.create("bob", quotas=Quotas(max_queued=2))
     assert submit(gw, other).status_code == 202
+
+
+def test_quota_max_queued_holds_under_concurrent_submissions(
+    gw: Gateway, registry: KeyRegistry, redis_client: redis.Redis
+) -> None:
+    # Eight uploads of one key at once, with room for two: the quota is checked and the job created
+    # in one step per key, so no two submissions both see the last free place.
+    _, key = registry.create("alice", quotas=Quotas(max_queued=2))
+    wav = wav_bytes(2.0)
+
+    def one(_: int) -> int:
+        with httpx.Client(base_url=gw.url, timeout=60) as c:
+            files = {"file": ("a.wav", wav, "audio/wav")}
+            return c.post("/v1/jobs", files=files, headers=bearer(key)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(one, range(8)))
+    assert codes == [202, 202, *[429] * 6]
+    assert len(gw.job_dirs()) == 2 and len(accounted_job_ids(redis_client, gw.settings)) == 2
 
 
 def test_quota_max_storage_gb(gw: Gateway, registry: KeyRegistry) -> None:

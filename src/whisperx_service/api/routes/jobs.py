@@ -20,7 +20,7 @@ import structlog
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from whisperx_service.access.quotas import check_quotas
+from whisperx_service.access.quotas import check_quotas, quota_lock
 from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.multipart_form import FILE_FIELD
@@ -117,32 +117,37 @@ async def submit_job(
         upload = await receive_upload(
             request, storage, job_id, settings.limits, min_free_bytes=settings.storage.min_free_bytes
         )
-        await check_quotas(jobs, principal.key, add_bytes=upload.size_bytes, add_audio_s=upload.media.duration_s or 0.0)
-        owner = principal.owner
-        manifest = {
-            "id": job_id,
-            "owner": owner.model_dump() if owner else None,
-            "options": upload.options.model_dump(mode="json"),
-            "filename": upload.filename,
-            "size_bytes": upload.size_bytes,
-            "media_type": upload.media_type,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        try:
-            await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
-        except OSError as e:  # the upload fitted, its manifest did not
-            if e.errno in NO_SPACE_ERRNOS:
-                raise InsufficientStorage("not enough storage space for the job") from None
-            raise
-        created = True  # from here on the job may exist in Redis, whatever `create` answers
-        record = await jobs.create(
-            job_id,
-            upload.options,
-            filename=upload.filename,
-            size_bytes=upload.size_bytes,
-            owner=owner,
-            duration_s=upload.media.duration_s,
-        )
+        # Quota check and creation in one step per key (on every gateway): two submissions of one
+        # key never both take its last free place.
+        async with quota_lock(jobs, principal.key):
+            await check_quotas(
+                jobs, principal.key, add_bytes=upload.size_bytes, add_audio_s=upload.media.duration_s or 0.0
+            )
+            owner = principal.owner
+            manifest = {
+                "id": job_id,
+                "owner": owner.model_dump() if owner else None,
+                "options": upload.options.model_dump(mode="json"),
+                "filename": upload.filename,
+                "size_bytes": upload.size_bytes,
+                "media_type": upload.media_type,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            try:
+                await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
+            except OSError as e:  # the upload fitted, its manifest did not
+                if e.errno in NO_SPACE_ERRNOS:
+                    raise InsufficientStorage("not enough storage space for the job") from None
+                raise
+            created = True  # from here on the job may exist in Redis, whatever `create` answers
+            record = await jobs.create(
+                job_id,
+                upload.options,
+                filename=upload.filename,
+                size_bytes=upload.size_bytes,
+                owner=owner,
+                duration_s=upload.media.duration_s,
+            )
     except BaseException:
         with anyio.CancelScope(shield=True):
             if created:
