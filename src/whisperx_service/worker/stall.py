@@ -10,7 +10,8 @@ towards WORKER_MAX_ATTEMPTS, so a file that stalls every worker ends `failed: wo
 
 A model's first load in a job makes no progress and does not count: the model cache wraps each
 load in `not_counted()`, which holds the clock of the job this process runs (models loaded at
-worker start run outside any job and have no clock at all).
+worker start run outside any job and have no clock at all); nor does the pool process's first
+import of the ML stack, which the task holds the same way.
 """
 
 from __future__ import annotations

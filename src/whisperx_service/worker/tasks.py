@@ -74,10 +74,15 @@ def transcribe(self: Task, job_id: str) -> str:
         gave_up=keeper.gave_up,
         watch=watch,
     )
-    # Imported here: the gateway imports this module's task name without the ML stack.
-    from whisperx_service.pipeline.plan import JobPaths
-    from whisperx_service.pipeline.runner import run_pipeline
-    from whisperx_service.pipeline.stages.chunk import ChunkResult
+    # Imported here: the gateway imports this module's task name without the ML stack. The first
+    # import in a pool process (torch, WhisperX: seconds, a minute on a busy machine) is the
+    # process's start-up, not the job's progress: the stall watchdog does not count it.
+    with watch.held():
+        from whisperx_service.pipeline.plan import JobPaths
+        from whisperx_service.pipeline.runner import run_pipeline
+        from whisperx_service.pipeline.stages.chunk import ChunkResult
+
+        models = get_model_cache(settings)
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, claim.attempt, duration_s=round(duration_s, 3))
@@ -102,7 +107,7 @@ def transcribe(self: Task, job_id: str) -> str:
                 storage.source(job_id),
                 JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id)),
                 options,
-                get_model_cache(settings),
+                models,
                 settings,
                 publish,
                 attempt=claim.attempt,
