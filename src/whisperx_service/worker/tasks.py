@@ -17,6 +17,7 @@ are connected to Celery's signals when this module is imported.
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 import structlog
 from celery import Task, shared_task
@@ -34,6 +35,9 @@ from whisperx_service.worker.models import get_model_cache
 from whisperx_service.worker.progress import JobCancelled, JobLost, ProgressPublisher
 from whisperx_service.worker.runtime import get_store, worker_name
 from whisperx_service.worker.stall import StallWatch, watching
+
+if TYPE_CHECKING:
+    from whisperx_service.pipeline.stages.chunk import ChunkResult
 
 log = structlog.get_logger(__name__)
 
@@ -74,15 +78,6 @@ def transcribe(self: Task, job_id: str) -> str:
         gave_up=keeper.gave_up,
         watch=watch,
     )
-    # Imported here: the gateway imports this module's task name without the ML stack. The first
-    # import in a pool process (torch, WhisperX: seconds, a minute on a busy machine) is the
-    # process's start-up, not the job's progress: the stall watchdog does not count it.
-    with watch.held():
-        from whisperx_service.pipeline.plan import JobPaths
-        from whisperx_service.pipeline.runner import run_pipeline
-        from whisperx_service.pipeline.stages.chunk import ChunkResult
-
-        models = get_model_cache(settings)
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, claim.attempt, duration_s=round(duration_s, 3))
@@ -102,6 +97,14 @@ def transcribe(self: Task, job_id: str) -> str:
             raise JobLost(f"job {job_id} attempt {claim.attempt} no longer holds the lease")
 
     try:
+        # Imported here: the gateway imports this module's task name without the ML stack. The first
+        # import in a pool process (torch, WhisperX: seconds, a minute on a busy machine) is the
+        # process's start-up, not the job's progress: the stall watchdog does not count it.
+        with watch.held():
+            from whisperx_service.pipeline.plan import JobPaths
+            from whisperx_service.pipeline.runner import run_pipeline
+
+            models = get_model_cache(settings)
         with watching(watch):
             transcript = run_pipeline(
                 storage.source(job_id),
