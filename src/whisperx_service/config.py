@@ -262,6 +262,12 @@ class WorkerSettings(BaseSettings):
         3, ge=1, description="Attempts per job; a job whose worker died this many times ends failed: worker_lost"
     )
     cancel_poll_s: float = Field(2.0, gt=0, description="How often (s) a running job checks whether it was cancelled")
+    stall_s: float = Field(
+        600.0,
+        gt=0,
+        description="A running job that makes no progress for this many s is given up: its pool process exits "
+        "and the reconciler retries it as for a lost worker (model loads do not count)",
+    )
     soft_shutdown_s: float = Field(
         60.0,
         ge=0,

@@ -17,11 +17,11 @@ import pytest
 from tests.e2e.conftest import Service
 from tests.hostile_media import unknown_codec_wav
 from tests.metrics import der, wer, word_speaker_accuracy
-from tests.speech import SAMPLE_WAV, make_conversation, read_rttm, read_stm
+from tests.speech import CONVERSATION, SAMPLE_WAV, make_conversation, read_rttm, read_stm
 from tests.sse import SseEvent, stream_id
 from whisperx_service.errors import AudioDecodeFailed
 
-STAGES = ["decode", "transcribe", "align", "diarize", "merge"]
+STAGES = ["decode", "vad", "transcribe", "align", "diarize", "merge"]
 
 
 class JobRun:
@@ -90,8 +90,8 @@ def test_sample_call_succeeds_with_ordered_events(sample_job: JobRun) -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids), "ids strictly increase"
     percents = [float(e.data["percent"]) for e in ev if e.event == "progress"]
     assert percents == sorted(percents), "percent never decreases"
-    seen = {e.data["stage"] for e in ev if e.event == "progress"}
-    assert set(STAGES) <= seen, f"stages seen: {seen}"
+    first_seen = list(dict.fromkeys(e.data["stage"] for e in ev if e.event == "progress"))
+    assert first_seen == STAGES, f"stages in the order first seen: {first_seen}"
     terminal = [e for e in ev if e.event in ("succeeded", "failed", "cancelled")]
     assert [e.event for e in terminal] == ["succeeded"] and ev[-1].event == "succeeded"
     assert ev[1].event == "queued"
@@ -176,6 +176,34 @@ def test_models_load_once_per_worker(sample_job: JobRun, conversation_job: JobRu
     assert any(m.startswith("asr:") for m in first.result["models_loaded"])
     assert any(m.startswith("diarize:") for m in first.result["models_loaded"])
     assert second.result["models_loaded"] == [], "the second job on the same worker loads nothing"
+
+
+def test_vad_is_a_stage_with_progress_between_decode_and_transcribe(service: Service, tmp_path: Path) -> None:
+    """Two sentences 5 min apart (about 308 s): the VAD scans two 300 s blocks. The job's events show
+    the `vad` stage after decode and before transcribe, its fraction of the audio scanned rising
+    0 -> 50 -> 100 with an ETA, and transcription starting only after the VAD reached 100 %."""
+    wav, gt = make_conversation(tmp_path / "apart", CONVERSATION[:2], pause_s=300.0)
+    assert gt[1].start > 300.0, "the second sentence is in the VAD's second block"
+    run = JobRun(service, wav, diarize=False, align=False)
+    assert run.status["status"] == "succeeded", run.status
+    progress = [e for e in run.full if e.event == "progress"]
+    stages = [e.data["stage"] for e in progress]
+    vad_at = [i for i, s in enumerate(stages) if s == "vad"]
+    assert vad_at, stages
+    assert max(i for i, s in enumerate(stages) if s == "decode") < vad_at[0], stages
+    assert vad_at == list(range(vad_at[0], vad_at[-1] + 1)), "the vad events are one run"
+    assert stages[vad_at[-1] + 1] == "transcribe", stages
+    scanned = [progress[i].data["stage_percent"] for i in vad_at]
+    print(f"\n[vad stage] stage_percent {scanned}, eta_s {[progress[i].data.get('eta_s') for i in vad_at]}")
+    assert scanned == [0.0, 50.0, 100.0], "one event per 300 s block scanned, and the stage's end"
+    assert all(progress[i].data["chunks"] == 1 for i in vad_at)
+    assert any(progress[i].data.get("eta_s") is not None for i in vad_at), "the vad stage carries an ETA"
+    percents = [e.data["percent"] for e in progress]
+    assert percents == sorted(percents) and progress[vad_at[-1]].data["percent"] == 10.0
+    assert run.result["timings"]["vad"] > 0
+    w = wer(" ".join(t.text for t in gt), run.text())
+    assert w <= 0.10, f"WER {w:.3f} of {run.text()!r}"
+    assert run.result["segments"][-1]["start"] > 300.0, "the sentence after the silence is in the transcript"
 
 
 def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> None:

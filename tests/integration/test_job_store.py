@@ -105,14 +105,18 @@ def test_stage_weights_map_monotonically() -> None:
 
 
 def test_job_percent_spreads_chunks_evenly_and_never_goes_back() -> None:
-    seq = [(Stage.decode, 0, 0), (Stage.decode, 100, 0)]
+    seq = [(Stage.decode, 0, 0), (Stage.decode, 100, 0), (Stage.vad, 0, 0), (Stage.vad, 50, 0), (Stage.vad, 100, 0)]
     seq += [(s, p, c) for c in range(4) for s in (Stage.transcribe, Stage.align, Stage.diarize) for p in (0, 100)]
     seq += [(Stage.merge, 0, 3), (Stage.merge, 100, 3)]
     values = [job_percent(s, p, chunk=c, chunks=4) for s, p, c in seq]
     assert values == sorted(values) and values[0] == 0.0 and values[-1] == 100.0
-    # Each chunk takes the same share of the 90 % between decode (5 %) and merge (5 %).
-    assert job_percent(Stage.transcribe, 0, chunk=2, chunks=4) == 50.0
-    assert job_percent(Stage.diarize, 100, chunk=0, chunks=4) == 27.5
+    # Decode and vad take 5 % each, once per job, before the first chunk.
+    assert [job_percent(Stage.vad, p) for p in (0, 50, 100)] == [5.0, 7.5, 10.0]
+    assert job_percent(Stage.vad, 100) == job_percent(Stage.transcribe, 0, chunk=0, chunks=4)
+    # Each chunk takes the same share of the 85 % between vad (10 %) and merge (5 %).
+    assert job_percent(Stage.transcribe, 0, chunk=2, chunks=4) == 52.5
+    assert job_percent(Stage.diarize, 100, chunk=1, chunks=4) == 52.5
+    assert job_percent(Stage.align, 0, chunk=0, chunks=1) == 45.0  # 10 + 85 x transcribe's 35 of 85
 
 
 def test_progress_accepts_numpy_scalars(store: JobStore, redis_url: str) -> None:

@@ -34,17 +34,20 @@ class Stage(StrEnum):
     """Pipeline stages, in order. Their weights map each stage's 0-100 into the job's 0-100."""
 
     decode = "decode"  # ffmpeg to 16 kHz mono PCM
-    transcribe = "transcribe"  # VAD + faster-whisper
+    vad = "vad"  # speech regions of the whole file (once per job), grouped into ASR windows; the job's language
+    transcribe = "transcribe"  # faster-whisper over the chunk's ASR windows
     align = "align"  # word timestamps
     diarize = "diarize"  # pyannote speaker turns
     merge = "merge"  # speakers to words, segments split at speaker turns, result written
 
 
 #: Share of the job's 0-100 % each stage takes, after the stages' cost on CPU (docs/MODELS.md:
-#: diarization is the slowest stage, transcription next). Sums to 100.
+#: diarization is the slowest stage, transcription next; the VAD pass, about 7 s per 5 min of audio,
+#: takes the 5 % it had when it was counted in transcription). Sums to 100.
 STAGE_WEIGHTS: dict[Stage, float] = {
     Stage.decode: 5.0,
-    Stage.transcribe: 40.0,
+    Stage.vad: 5.0,
+    Stage.transcribe: 35.0,
     Stage.align: 15.0,
     Stage.diarize: 35.0,
     Stage.merge: 5.0,
@@ -53,6 +56,8 @@ STAGE_WEIGHTS: dict[Stage, float] = {
 
 #: Stages run once per chunk (the rest run once per job).
 CHUNK_STAGES: tuple[Stage, ...] = (Stage.transcribe, Stage.align, Stage.diarize)
+#: Stages run once per job before the first chunk, in order.
+LEADING_STAGES: tuple[Stage, ...] = (Stage.decode, Stage.vad)
 
 
 def job_percent(
@@ -65,9 +70,10 @@ def job_percent(
 ) -> float:
     """Map a stage's progress (0-100) into the job's progress (0-100).
 
-    Decode takes the first `STAGE_WEIGHTS[decode]` %, merge the last `STAGE_WEIGHTS[merge]` %;
-    the rest is split evenly over the chunks, and inside a chunk by the weights of the per-chunk
-    stages it runs (skipped stages, e.g. align or diarize turned off, take no share).
+    Decode and vad take the first `STAGE_WEIGHTS[decode] + STAGE_WEIGHTS[vad]` %, merge the last
+    `STAGE_WEIGHTS[merge]` %; the rest is split evenly over the chunks, and inside a chunk by the
+    weights of the per-chunk stages it runs (skipped stages, e.g. align or diarize turned off,
+    take no share).
 
     Args:
         stage: the stage running now.
@@ -79,9 +85,10 @@ def job_percent(
         The job's percent in [0, 100], rounded to 0.1.
     """
     p = min(max(stage_percent, 0.0), 100.0) / 100.0
-    first, last = STAGE_WEIGHTS[Stage.decode], STAGE_WEIGHTS[Stage.merge]
-    if stage == Stage.decode:
-        return round(first * p, 1)
+    first, last = sum(STAGE_WEIGHTS[s] for s in LEADING_STAGES), STAGE_WEIGHTS[Stage.merge]
+    if stage in LEADING_STAGES:
+        before = sum(STAGE_WEIGHTS[s] for s in LEADING_STAGES[: LEADING_STAGES.index(stage)])
+        return round(before + STAGE_WEIGHTS[stage] * p, 1)
     if stage == Stage.merge:
         return round(100.0 - last + last * p, 1)
     active = [s for s in CHUNK_STAGES if s not in skipped or s == stage]

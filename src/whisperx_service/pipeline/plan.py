@@ -141,10 +141,15 @@ def load_or_make_plan(
 ) -> Plan:
     """The job's plan: read back from `plan.json`, or made and saved once (atomically).
 
-    The VAD pass over the file reports as the start of the first chunk's transcription.
+    Reports as the `vad` stage (chunk 0 of the plan's chunks): 0 when it starts, then the fraction
+    of the audio the VAD has scanned (0-100, after each `VAD_BLOCK_S` block), and 100 once the plan
+    is saved; 100 at once when a rerun reads it back, so the VAD runs once per job and every chunk
+    reuses its windows.
     """
     if paths.plan.exists():
-        return Plan.from_json(json.loads(paths.plan.read_text()))
+        plan = Plan.from_json(json.loads(paths.plan.read_text()))
+        progress(Stage.vad, 100.0, 0, len(plan.chunks))
+        return plan
     chunks = plan_chunks(
         len(pcm),
         chunk_bytes=settings.chunk.bytes,
@@ -152,10 +157,12 @@ def load_or_make_plan(
         find_silence=silence_finder(pcm),
         grid_s=settings.asr.window_s,
     )
+    progress(Stage.vad, 0.0, 0, len(chunks))
     language, probability = choose_language(pcm, options, models, settings)
-    windows = asr_windows_of(pcm, models.asr(), settings, lambda p: progress(Stage.transcribe, 0.0, 0, len(chunks)))
+    windows = asr_windows_of(pcm, models.asr(), settings, lambda p: progress(Stage.vad, p, 0, len(chunks)))
     plan = Plan(chunks, windows, language, probability)
     atomic_write_json(paths.plan, plan.to_json())
+    progress(Stage.vad, 100.0, 0, len(chunks))
     return plan
 
 

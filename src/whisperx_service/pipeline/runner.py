@@ -1,4 +1,4 @@
-"""Run one job's audio through every stage: decode -> plan -> chunks (transcribe, align, diarize) -> merge.
+"""Run one job's audio through every stage: decode -> vad (the plan) -> chunks (transcribe, align, diarize) -> merge.
 
 Knows nothing of HTTP, Celery or Redis: it takes a file, the job's options, a model provider, a
 working directory and a progress callback, and returns a `Transcript`.
@@ -54,7 +54,9 @@ def run_pipeline(
         options: the job's options.
         models: lazily loading model provider.
         settings: service settings (chunk size and overlap, limits, backends).
-        progress: called with (stage, 0-100, chunk, chunks) as stages advance; 0 at each start.
+        progress: called with (stage, 0-100, chunk, chunks) as stages advance (decode, vad, then per
+            chunk transcribe, align, diarize, then merge); 0 at each start, 100 at the end of the
+            stages run once per job.
         attempt: written into new checkpoints (which attempt computed each chunk).
         on_decoded: called once with the audio duration in seconds.
         on_chunk: called after each chunk with (result, reused from its checkpoint, number of chunks).
@@ -76,7 +78,7 @@ def run_pipeline(
     paths.chunks.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     plan = load_or_make_plan(pcm, paths, options, models, settings, progress)
-    timings["plan"] = time.perf_counter() - t  # chunk plan, language, VAD over the file (ASR windows)
+    timings["vad"] = time.perf_counter() - t  # the plan: chunk cuts, language, VAD over the file (ASR windows)
     chunks, language, probability = plan.chunks, plan.language, plan.language_probability
 
     results: list[ChunkResult] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 from structlog.typing import FilteringBoundLogger
 
@@ -35,13 +36,23 @@ def write_final(store: JobStore, storage: Storage, job_id: str, log: FilteringBo
 class Attempt:
     """The attempt `attempt` of job `job_id`, claimed by this process.
 
-    `end` finishes the job as this attempt (refused when another attempt owns it: fencing) and
-    writes `final.json`; `close` removes the decoded audio once the job ended here (it is only kept
-    for a rerun) and gives back the memory of a cancelled pipeline.
+    `end` finishes the job as this attempt (refused when another attempt owns it: fencing, or
+    when `gave_up` is set: the stall watchdog gave the attempt up, and the job is the reconciler's)
+    and writes `final.json`; `close` removes the decoded audio once the job ended here (it is only
+    kept for a rerun) and gives back the memory of a cancelled pipeline.
     """
 
-    def __init__(self, store: JobStore, storage: Storage, job_id: str, attempt: int, log: FilteringBoundLogger) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        storage: Storage,
+        job_id: str,
+        attempt: int,
+        log: FilteringBoundLogger,
+        gave_up: threading.Event | None = None,
+    ) -> None:
         self.store, self.storage, self.job_id, self.attempt, self.log = store, storage, job_id, attempt, log
+        self.gave_up = gave_up or threading.Event()
         self.ended = False
         self.cancelled = False
 
@@ -49,8 +60,12 @@ class Attempt:
         """Finish the job with `status` (and `error` when failed).
 
         Returns:
-            `status`'s value, or `FENCED` when the store refused (the job is not this attempt's).
+            `status`'s value, or `FENCED` when the store refused (the job is not this attempt's)
+            or the attempt was given up.
         """
+        if self.gave_up.is_set():
+            self.log.warning("job_finish_refused", status=status.value, reason="given up (stalled)")
+            return FENCED
         self.ended = self.store.finish(
             self.job_id,
             status,

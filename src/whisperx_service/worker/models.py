@@ -15,6 +15,7 @@ import structlog
 
 from whisperx_service.config import AlignBackend, Settings
 from whisperx_service.pipeline.models import loaders
+from whisperx_service.worker.stall import not_counted
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +38,8 @@ class ModelCache:
         with self._lock:
             if key not in self._models:
                 t = time.perf_counter()
-                self._models[key] = load()
+                with not_counted():  # a first load in a job makes no progress: the stall watchdog waits
+                    self._models[key] = load()
                 self.loads.append(key)
                 log.info("model_loaded", model=key, seconds=round(time.perf_counter() - t, 2))
             return self._models[key]

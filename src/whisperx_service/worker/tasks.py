@@ -5,7 +5,11 @@ the job finished or leased by a live worker returns without touching any model. 
 the lease keeper (`lease.py`) renews the lease; every write carries the claimed attempt number
 and is refused when it no longer matches (fencing), and then the task stops. The keeper also
 learns that DELETE asked the job to stop; the next progress call (`progress.py`) then raises
-`JobCancelled` and the task ends the job `cancelled`. Whoever ends the job writes its terminal
+`JobCancelled` and the task ends the job `cancelled`. The keeper is also the stall watchdog
+(`stall.py`): a job that makes no progress for WORKER_STALL_S is given up, its lease no longer
+renewed and its pool process ended, and the reconciler retries it as for a lost worker; an attempt
+given up writes nothing more (its progress calls raise `JobLost`, and the result is written only
+while this process still holds the job's lease). Whoever ends the job writes its terminal
 record (`final.json`). Heartbeats (`heartbeat.py`) and the hand-back at shutdown (`shutdown.py`)
 are connected to Celery's signals when this module is imported.
 """
@@ -13,6 +17,7 @@ are connected to Celery's signals when this module is imported.
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 import structlog
 from celery import Task, shared_task
@@ -29,6 +34,10 @@ from whisperx_service.worker.lease import LeaseKeeper
 from whisperx_service.worker.models import get_model_cache
 from whisperx_service.worker.progress import JobCancelled, JobLost, ProgressPublisher
 from whisperx_service.worker.runtime import get_store, worker_name
+from whisperx_service.worker.stall import StallWatch, watching
+
+if TYPE_CHECKING:
+    from whisperx_service.pipeline.stages.chunk import ChunkResult
 
 log = structlog.get_logger(__name__)
 
@@ -53,16 +62,22 @@ def transcribe(self: Task, job_id: str) -> str:
     assert record is not None
     options, bound = record.options, bound.bind(attempt=claim.attempt)
     bound.info("job_started")
-    attempt = Attempt(store, storage, job_id, claim.attempt, bound)
-    keeper = LeaseKeeper(store, job_id, claim.attempt, settings.worker.lease_s, settings.worker.cancel_poll_s)
+    watch = StallWatch(settings.worker.stall_s)
+    keeper = LeaseKeeper(
+        store, job_id, claim.attempt, settings.worker.lease_s, settings.worker.cancel_poll_s, watch=watch
+    )
+    attempt = Attempt(store, storage, job_id, claim.attempt, bound, gave_up=keeper.gave_up)
     keeper.start()
     publish = ProgressPublisher(
-        store, job_id, claim.attempt, options, settings.worker.progress_min_interval_s, keeper.cancel
+        store,
+        job_id,
+        claim.attempt,
+        options,
+        settings.worker.progress_min_interval_s,
+        keeper.cancel,
+        gave_up=keeper.gave_up,
+        watch=watch,
     )
-    # Imported here: the gateway imports this module's task name without the ML stack.
-    from whisperx_service.pipeline.plan import JobPaths
-    from whisperx_service.pipeline.runner import run_pipeline
-    from whisperx_service.pipeline.stages.chunk import ChunkResult
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, claim.attempt, duration_s=round(duration_s, 3))
@@ -74,19 +89,36 @@ def transcribe(self: Task, job_id: str) -> str:
         bound.info("chunk_done", chunk=result.chunk.index, reused=reused, computed_by_attempt=result.attempt)
         publish(last_stage, 100.0, result.chunk.index, chunks, checkpoint="reused" if reused else "saved")
 
+    def still_ours() -> None:
+        # Checked right before the result is written: given up by the watchdog, or the lease is no
+        # longer this process's (it ran out and another attempt claimed the job), then stop here.
+        status, owner, attempt_now = store.lease(job_id)
+        if keeper.gave_up.is_set() or (status, owner, attempt_now) != ("running", worker_name(), claim.attempt):
+            raise JobLost(f"job {job_id} attempt {claim.attempt} no longer holds the lease")
+
     try:
-        transcript = run_pipeline(
-            storage.source(job_id),
-            JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id)),
-            options,
-            get_model_cache(settings),
-            settings,
-            publish,
-            attempt=claim.attempt,
-            on_decoded=on_decoded,
-            on_chunk=on_chunk,
-        )
+        # Imported here: the gateway imports this module's task name without the ML stack. The first
+        # import in a pool process (torch, WhisperX: seconds, a minute on a busy machine) is the
+        # process's start-up, not the job's progress: the stall watchdog does not count it.
+        with watch.held():
+            from whisperx_service.pipeline.plan import JobPaths
+            from whisperx_service.pipeline.runner import run_pipeline
+
+            models = get_model_cache(settings)
+        with watching(watch):
+            transcript = run_pipeline(
+                storage.source(job_id),
+                JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id)),
+                options,
+                models,
+                settings,
+                publish,
+                attempt=claim.attempt,
+                on_decoded=on_decoded,
+                on_chunk=on_chunk,
+            )
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
+        still_ours()
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
         bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
         return attempt.end(JobStatus.succeeded)
