@@ -38,13 +38,15 @@ RUN groupadd --system --gid 10001 app \
 # The venv /opt/venv, exactly as uv.lock says (base dependencies only), on the base image's python3.
 # Dependencies first, so a source edit does not reinstall them.
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
     --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
     UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=python3 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 /opt/uv/bin/uv sync --locked --no-install-project
+# README.md is the package's long description: copied here, so editing it rebuilds only this step.
+COPY README.md ./
 COPY src ./src
 RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
     --mount=type=cache,target=/root/.cache/uv \
@@ -52,7 +54,7 @@ RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
     UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=python3 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 /opt/uv/bin/uv sync --locked --no-editable \
-    && rm -rf /src/src
+    && rm -rf /src/src /src/README.md
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -63,11 +63,15 @@ DATA_ROOT=$CACHE/docker
 mkdir -p "$DATA_ROOT"
 export DOCKER_HOST=unix://$W/docker.sock
 TAG=wxs-test-$(basename "$W" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
-dockerd_pid= redis_pid=
+dockerd_pid= redis_pid= child=
+# Long steps run in the background and are waited for, so a signal stops them at once (bash runs
+# a trap only after the foreground command ends).
+bg() { "$@" & child=$!; wait "$child"; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  [ -n "$child" ] && kill "$child" 2>/dev/null && wait "$child" 2>/dev/null
   if [ -n "$dockerd_pid" ]; then
     for c in $("$DOCKER" ps -aq --filter "label=$TAG" 2>/dev/null); do
       [ "$rc" -ne 0 ] && { echo "---- logs of $c"; "$DOCKER" logs --tail 60 "$c" 2>&1; }
@@ -115,7 +119,7 @@ else
       /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -n1 || true)
     mirror=${mirror:-http://deb.debian.org/debian}
     say "debootstrap bookworm (python3) from $mirror"
-    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$W/rootfs" "$mirror" \
+    bg debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$W/rootfs" "$mirror" \
       >"$W/debootstrap.log" 2>&1 || { tail -n 20 "$W/debootstrap.log"; exit 1; }
     rm -rf "$W/rootfs/var/cache/apt/archives/"*.deb "$W/rootfs/var/lib/apt/lists/"*
     tar -C "$W/rootfs" -cf "$tarball.tmp" . && sync "$tarball.tmp" && mv "$tarball.tmp" "$tarball"
@@ -136,7 +140,7 @@ declare -A build_s
 for name in api worker; do
   say "building whisperx-service-$name:test"
   t0=$(now)
-  "$DOCKER" build --network host --progress plain --build-arg "BASE_IMAGE=$BASE" "${secret[@]}" \
+  bg "$DOCKER" build --network host --progress plain --build-arg "BASE_IMAGE=$BASE" "${secret[@]}" \
     -f "docker/$name.Dockerfile" -t "whisperx-service-$name:test" . >"$W/build-$name.log" 2>&1 \
     || { tail -n 40 "$W/build-$name.log"; exit 1; }
   build_s[$name]=$(since "$t0")
@@ -175,7 +179,7 @@ say "starting the gateway (127.0.0.1:$api_port) and a CPU worker; Redis on 127.0
 sizes=$(for name in api worker; do
   printf '%s=%s ' "$name" "$("$DOCKER" image inspect -f '{{.Size}}' "whisperx-service-$name:test")"
 done)
-PYTHONPATH=$REPO "$VENV/bin/python" -m tests.docker_smoke \
+PYTHONPATH=$REPO bg "$VENV/bin/python" -m tests.docker_smoke \
   --docker "$DOCKER" --api "$TAG-api" --worker "$TAG-worker" \
   --url "http://127.0.0.1:$api_port" --admin-key-file "$W/storage/admin.key" --work "$W/smoke" \
   --sizes "$sizes" --build-s "api=${build_s[api]} worker=${build_s[worker]}" --base-s "$base_s" \
