@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # benchmarks get 1 below unless the environment sets it.
 export PYANNOTE_METRICS_ENABLED := 0
 
-.PHONY: help install run test test-fast lint bench up
+.PHONY: help install run test test-fast test-docker lint bench up
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,9 @@ test: install ## Every test: tests/unit, tests/integration and tests/e2e (real p
 
 test-fast: install ## tests/unit and tests/integration (real Redis and models in process; no e2e)
 	scripts/test.sh tests/unit tests/integration
+
+test-docker: install ## Build both images with a real Docker engine (own dockerd) and run them on real speech
+	VENV=$(VENV) scripts/test_docker.sh
 
 lint: ## ruff (lint + format check) and mypy --strict on src/
 	$(VENV)/bin/ruff check src tests bench

@@ -1,50 +1,63 @@
-# syntax=docker/dockerfile:1.7
-# The GPU worker: CUDA 12.8 + cuDNN 9 runtime, a uv-managed Python 3.11, the project with the
-# `worker` extra (WhisperX and the torch build it pins; PyPI's Linux torch wheels are CUDA 12.8
-# builds), ffmpeg for decoding, libmagic. One container per GPU, concurrency 1 (docs/ARCHITECTURE.md).
+# The worker: Python 3.11 on Debian bookworm (the same base as the gateway) with the project and
+# its `worker` extra from uv.lock (WhisperX and the torch build it pins), ffmpeg for decoding,
+# libmagic. One container per GPU, concurrency 1 (docs/ARCHITECTURE.md).
 #
-#   docker build -f docker/worker.Dockerfile -t whisperx-service-worker .
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
-ARG UV_VERSION=0.13.8
+#   DOCKER_BUILDKIT=1 docker build -f docker/worker.Dockerfile -t whisperx-service-worker .
+#
+# No CUDA base image: PyPI's Linux torch wheels are CUDA 12.8 builds that carry the CUDA runtime,
+# cuDNN, cuBLAS and NCCL as nvidia-* wheels; the NVIDIA Container Toolkit on the host provides the
+# driver (compose reserves the GPU). Without a GPU the same image runs on CPU (ASR_DEVICE=cpu).
+# Build arguments and the optional `ca` secret: as in docker/api.Dockerfile.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+# ---------------------------------------------------------------- uv, from PyPI
+# Used by the install steps below through a bind mount, so it does not end up in the image.
+FROM ${BASE_IMAGE} AS uv
+ARG UV_VERSION=0.13.9
+RUN --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 
-FROM ${CUDA_IMAGE}
+# ---------------------------------------------------------------- runtime
+FROM ${BASE_IMAGE}
 # ffmpeg: decoding (and its libraries for torchcodec, which pyannote.audio 4 uses).
 # libmagic1: python-magic is a base dependency. ca-certificates: model hubs over https.
+# This step and the next are the api image's first two, word for word (shared layers).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ffmpeg libmagic1 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-
-COPY --from=uv /uv /usr/local/bin/uv
-# Python 3.11 from uv's managed builds (Ubuntu 24.04 ships 3.12), installed where every user can read it.
-ENV UV_PYTHON_INSTALL_DIR=/opt/python \
-    UV_PYTHON_PREFERENCE=only-managed \
-    UV_LINK_MODE=copy \
-    UV_COMPILE_BYTECODE=1 \
-    VIRTUAL_ENV=/opt/venv
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv python install 3.11 \
-    && uv venv --python 3.11 /opt/venv
-
-WORKDIR /src
-# Dependencies first (base + worker extra), so source edits do not reinstall the ~7 GB torch stack.
-# Only Resemblyzer's pretrained.pt is used, so it comes without its dependencies (webrtcvad, librosa).
-COPY pyproject.toml README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install -r pyproject.toml --extra worker \
-    && uv pip install --no-deps resemblyzer==0.1.4
-COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip install --no-deps .
-
 # The same uid/gid as the api image, so both can write the shared storage volume. /data and
 # /models exist and belong to the app user, so fresh named volumes mounted there do too.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home/app --create-home app \
-    && mkdir -p /data /models/bundle /models/hf /models/torch \
-    && chown -R app:app /data /models
+    && mkdir -p /data \
+    && chown app:app /data
+RUN mkdir -p /models/bundle /models/hf /models/torch \
+    && chown -R app:app /models
+
+# The venv /opt/venv, exactly as uv.lock says (base + worker extra), on the base image's python3.
+# Dependencies first (~7 GB, the torch stack), so a source edit does not reinstall them; uv's
+# download cache is a BuildKit cache mount, so a rebuild after a lock change fetches only what changed.
+WORKDIR /src
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
+    --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=python3 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 /opt/uv/bin/uv sync --locked --extra worker --no-install-project
+# README.md is the package's long description: copied here, so editing it rebuilds only this step.
+COPY README.md ./
+COPY src ./src
+RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
+    --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca,required=false \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=python3 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1 /opt/uv/bin/uv sync --locked --extra worker --no-editable \
+    && rm -rf /src/src /src/README.md
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -52,8 +65,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     STORAGE_ROOT=/data \
     MODELS_DIR=/models/bundle \
     HF_HOME=/models/hf \
-    TORCH_HOME=/models/torch \
-    ASR_DEVICE=cuda
+    TORCH_HOME=/models/torch
 USER app
 WORKDIR /home/app
 
@@ -64,8 +76,8 @@ HEALTHCHECK --interval=30s --timeout=25s --start-period=15m --retries=3 \
     CMD celery -A whisperx_service.worker.main inspect ping --destination "celery@${HOSTNAME}" --timeout 10 \
         > /dev/null || exit 1
 
-# At start (not at build), into the /models volume: build the offline bundle (idempotent: complete
-# parts are skipped), then pre-fetch the standard models (Whisper ASR_MODEL, aligners, the pyannote
+# At start (not at build), into MODELS_DIR: build the offline bundle (idempotent: complete parts
+# are skipped), then pre-fetch the standard models (Whisper ASR_MODEL, aligners, the pyannote
 # pipeline with HF_TOKEN) so the first job does not wait for downloads; a failed pre-fetch is not
 # fatal, the models then load on first use. `exec` replaces the shell, so the worker is PID 1 and
 # gets SIGTERM itself (Celery's soft shutdown).

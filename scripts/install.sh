@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything whisperx-service needs on a fresh Debian/Ubuntu machine, idempotently:
 # system packages (ffmpeg, libmagic, redis, espeak-ng + sox for tests), uv, the project's venv
-# (.venv, gateway + worker + dev extras), and the offline model bundle (./models).
+# (.venv from uv.lock: gateway + worker + dev extras), and the offline model bundle (./models).
 # Re-running it only does what is missing. Environment:
 #   VENV (default .venv)  MODELS_DIR (default ./models)  WXS_SKIP_APT=1 to skip system packages.
 set -euo pipefail
@@ -28,22 +28,23 @@ if [ ${#need[@]} -gt 0 ] && [ -z "${WXS_SKIP_APT:-}" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# 2) uv: resolves and links the ~7 GB torch/WhisperX stack from its cache in seconds on re-runs
-#    (it does not read pip's config, so pip's local torch cap does not apply: whisperx pins torch 2.8).
+# 2) uv (the version the lock and the images are made with): installs the locked ~7 GB
+#    torch/WhisperX stack from its cache in seconds on re-runs. It does not read pip's config, so a
+#    local pip cap on torch does not apply: whisperx pins torch 2.8 (PyPI's Linux wheel, a CUDA build).
+UV_VERSION=0.13.9
 if ! command -v uv >/dev/null; then
-  say "installing uv"
-  "$PY" -m pip install -q --disable-pip-version-check uv
+  say "installing uv $UV_VERSION"
+  "$PY" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 UV=$(command -v uv || echo "$("$PY" -m site --user-base)/bin/uv")
 
-# 3) The venv: gateway (base), worker (whisperx and its torch pin) and dev extras.
+# 3) The venv, exactly as uv.lock says: gateway (base), worker (whisperx and its torch pin) and dev
+#    extras, the project itself editable. `--locked` fails if uv.lock is out of step with
+#    pyproject.toml (run `uv lock` and commit it). Re-run only when either file changed.
 stamp="$VENV/.wxs-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  [ -x "$VENV/bin/python" ] || "$UV" venv -q -p "$PY" "$VENV"
-  say "installing Python packages into $VENV (first time: ~4 GB of wheels)"
-  VIRTUAL_ENV=$VENV "$UV" pip install -q -e '.[worker,dev]'
-  # Only Resemblyzer's pretrained.pt is used; its own deps (webrtcvad, librosa) are not needed.
-  VIRTUAL_ENV=$VENV "$UV" pip install -q --no-deps resemblyzer==0.1.4
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ uv.lock -nt "$stamp" ]; then
+  say "installing Python packages into $VENV from uv.lock (first time: ~4 GB of wheels)"
+  UV_PROJECT_ENVIRONMENT=$VENV "$UV" sync -q --locked --python "$PY" --extra worker --extra dev
   touch "$stamp"
 fi
 

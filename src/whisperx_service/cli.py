@@ -1,6 +1,7 @@
 """The `whisperx-service` command line.
 
     whisperx-service api                      the gateway (uvicorn) on API_HOST:API_PORT
+    whisperx-service healthcheck              exit 0 when that gateway answers /healthz (containers)
     whisperx-service worker                   one Celery worker (WORKER_CONCURRENCY processes)
     whisperx-service models prepare [--models-dir DIR] [--no-test-models]
     whisperx-service models download [--language en ...] [--asr-model NAME]
@@ -194,6 +195,11 @@ def keys_revoke(name_or_id: str) -> None:
 main.add_command(keys)
 
 
+#: Seconds that open connections (SSE streams) get to end after SIGTERM before the gateway closes
+#: them; under the 30 s stop grace period docker-compose.gpu.yml gives the gateway.
+API_GRACEFUL_SHUTDOWN_S = 20
+
+
 @main.command("api")
 def api_command() -> None:
     """Run the HTTP gateway (uvicorn, one process) on API_HOST:API_PORT.
@@ -215,7 +221,54 @@ def api_command() -> None:
         port=settings.api.port,
         log_config=None,  # logging is configured by the app (structlog, JSON lines)
         proxy_headers=True,
+        timeout_graceful_shutdown=API_GRACEFUL_SHUTDOWN_S,
     )
+
+
+def healthz_request(host: str, port: int, allowed_hosts: list[str]) -> tuple[str, dict[str, str]]:
+    """The URL and headers that reach `/healthz` of a gateway bound to `host`:`port` on this machine.
+
+    A wildcard bind address is probed on loopback (`0.0.0.0` and empty as 127.0.0.1, `::` as ::1).
+    When API_ALLOWED_HOSTS restricts the Host header, the first allowed name is sent (a leading
+    `*.` becomes `healthcheck.`), so the gateway's TrustedHostMiddleware lets the probe through.
+
+    Returns:
+        (URL, request headers).
+    """
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in probe:
+        probe = f"[{probe}]"
+    headers: dict[str, str] = {}
+    if allowed_hosts and allowed_hosts != ["*"]:
+        name = allowed_hosts[0]
+        headers["Host"] = "healthcheck." + name[2:] if name.startswith("*.") else name
+    return f"http://{probe}:{port}/healthz", headers
+
+
+@main.command("healthcheck")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=4.0,
+    show_default=True,
+    help="Seconds to wait for the answer.",
+)
+def healthcheck_command(timeout_s: float) -> None:
+    """Exit 0 when the gateway at API_HOST:API_PORT answers GET /healthz with 200 (container health check).
+
+    Exits 1, with the reason on stderr, when it does not answer in time or answers another status.
+    """
+    import httpx
+
+    settings = get_settings()
+    url, headers = healthz_request(settings.api.host, settings.api.port, settings.api.allowed_hosts)
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{url}: no answer ({type(exc).__name__})") from exc
+    if response.status_code != 200:
+        raise click.ClickException(f"{url}: HTTP {response.status_code}")
 
 
 @main.command("worker")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yaml
 
 from whisperx_service.broker.celery_app import make_celery
 from whisperx_service.config import RedisSettings, Settings, WorkerSettings
@@ -99,9 +100,9 @@ def test_hand_back_never_raises_when_redis_is_gone(settings: Settings) -> None:
 def test_soft_window_fits_the_compose_stop_grace_period(settings: Settings) -> None:
     window = WorkerSettings().soft_shutdown_s
     assert make_celery(settings).conf.worker_soft_shutdown_timeout == settings.worker.soft_shutdown_s == window
-    compose = (REPO / "docker-compose.gpu.yml").read_text()
-    worker = compose[compose.index("\n  worker:") :]
-    grace = re.search(r"stop_grace_period: (\d+)s", worker)
-    assert grace is not None
-    # The window, then the job's current step ends and the pool process exits, before SIGKILL.
-    assert int(grace.group(1)) >= window + 20
+    services = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())["services"]
+    for name in ("worker", "worker-cpu"):
+        grace = re.fullmatch(r"(\d+)s", services[name]["stop_grace_period"])
+        assert grace is not None, name
+        # The window, then the job's current step ends and the pool process exits, before SIGKILL.
+        assert int(grace.group(1)) >= window + 20, name

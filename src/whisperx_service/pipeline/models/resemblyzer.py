@@ -1,9 +1,10 @@
 """Resemblyzer's GE2E speaker encoder as a pyannote.audio speaker-embedding `Model`.
 
 The weights are `resemblyzer/pretrained.pt` from the Resemblyzer 0.1.4 wheel on PyPI (Apache-2.0;
-a 3-layer LSTM trained with the GE2E loss, Wan et al. 2018). Only that file is used, so
-`pip install --no-deps resemblyzer==0.1.4` is enough: the package's own `__init__` (which needs
-webrtcvad and librosa) is never imported.
+a 3-layer LSTM trained with the GE2E loss, Wan et al. 2018). Only that file is used, so the
+package is installed without its dependencies (the `worker` extra; pyproject.toml's
+`[tool.uv] override-dependencies` keeps webrtcvad and librosa out of uv.lock): the package's own
+`__init__` (which needs them) is never imported.
 
 The encoder's front end (librosa's power mel spectrogram, not log-mel) is reimplemented with
 `torch.stft` and a slaney mel matrix, so the model is pure torch and runs wherever pyannote runs.
@@ -186,12 +187,12 @@ def _resemblyzer_weights() -> Path:
     """Path of `resemblyzer/pretrained.pt`, found without importing resemblyzer.
 
     Raises:
-        FileNotFoundError: resemblyzer is not installed (`pip install --no-deps resemblyzer==0.1.4`).
+        FileNotFoundError: resemblyzer is not installed (the `worker` extra: `make install`).
     """
     spec = importlib.util.find_spec("resemblyzer")
     locations = spec.submodule_search_locations if spec is not None else None
     if not locations:
-        raise FileNotFoundError("resemblyzer is not installed: run `pip install --no-deps resemblyzer==0.1.4`")
+        raise FileNotFoundError("resemblyzer is not installed: install the `worker` extra (`make install`)")
     path = Path(next(iter(locations))) / "pretrained.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the resemblyzer package")
