@@ -14,9 +14,10 @@ a pool process of it is warm.
 
 A model that cannot be loaded stops the worker: one `worker_start_failed` log line names the model
 and says what to do, the failure is recorded in Redis (so `/readyz` shows the reason; never a
-server path), the process sends its worker's main process SIGQUIT (Celery's cold shutdown, exit
-code 1) and exits. Retrying would fail the same way, and a worker that is up without its models
-would fail every job it takes.
+server path), the process sends its worker's main process SIGINT (Celery's warm shutdown with exit
+code 1; its cold shutdown, SIGQUIT, exits 0) and exits. Retrying would fail the same way, and a
+worker that is up without its models would fail every job it takes. A job message the worker
+had taken meanwhile goes back to the queue when it closes its broker connection.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def device_info(device: str) -> DeviceInfo:
 def warm_models(
     settings: Settings, cache: ModelCache | None = None, on_change: Callable[[WorkerProcess], None] | None = None
 ) -> WorkerProcess:
-    """Load every model in `needed_models(settings)` into the process's cache (or `cache`).
+    """Load every model in `needed_models(settings)` into the process's cache (or `cache`), hub models first.
 
     Args:
         on_change: called with this process's record before the first load and after each model.
@@ -221,7 +222,10 @@ def warm_models(
     notify = on_change or (lambda _: None)
     notify(record)
     t = time.perf_counter()
-    for i, model in enumerate(needed):
+    # Hub models first: one that is missing fails within a second instead of after the local loads.
+    order = sorted(range(len(needed)), key=lambda i: needed[i].local)
+    for n, i in enumerate(order):
+        model = needed[i]
         try:
             load(cache, model)
         except ModelLoadFailed as exc:
@@ -229,7 +233,7 @@ def warm_models(
             notify(record)
             raise StartFailed(f"{model.stage}:{model.label}", failure_reason(model, settings), exc.message) from exc
         record.models[i] = model.status(warm=True)
-        if i < len(needed) - 1:
+        if n < len(order) - 1:
             notify(record)
     record.state = ProcessState.warm
     record.load_s = round(time.perf_counter() - t, 2)
@@ -294,7 +298,7 @@ def _needed_or_empty(settings: Settings) -> list[NeededModel]:
 
 
 def _stop_worker(client: redis.Redis, keys: Keys, worker: str, exc: StartFailed) -> NoReturn:
-    """Log the one line, record the failure, stop the worker (SIGQUIT: Celery's cold shutdown, exit 1), exit."""
+    """Log the one line, record the failure, stop the worker (SIGINT: Celery's warm shutdown, exit 1), exit."""
     log.error("worker_start_failed", model=exc.model, reason=exc.reason, detail=exc.detail)
     try:
         failure = WorkerFailure(worker=worker, model=exc.model, reason=exc.reason, at=time.time())
@@ -306,7 +310,7 @@ def _stop_worker(client: redis.Redis, keys: Keys, worker: str, exc: StartFailed)
             stream.flush()
     # The main process's handler closes the pool (no new pool process is started) before this
     # process is gone: the signal goes first, the exit after a moment.
-    os.kill(os.getppid(), signal.SIGQUIT)
+    os.kill(os.getppid(), signal.SIGINT)
     time.sleep(1.0)
     os._exit(EXIT_MODEL_LOAD_FAILED)
 
