@@ -2,13 +2,14 @@
 whose hub model cannot load stops at start and tells `/readyz` why.
 
 The worker is the real `celery ... worker` process with the offline models on CPU; the failing
-one asks for a gated pyannote pipeline from the hub with HF_HUB_OFFLINE=1, an empty Hugging Face
-cache and an empty HF_TOKEN.
+one is `whisperx-service worker` asking for a gated pyannote pipeline from the hub with
+HF_HUB_OFFLINE=1, an empty Hugging Face cache and an empty HF_TOKEN.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,8 @@ def test_a_hub_model_that_cannot_load_stops_the_worker_at_start(
     tmp_path_factory: Any, redis_url: str, models_dir: Path
 ) -> None:
     tmp = tmp_path_factory.mktemp("hubfail")
-    svc = start_service(tmp, redis_url, models_dir, workers=0)
+    cli = [str(Path(sys.executable).parent / "whisperx-service"), "worker"]  # as the worker image runs it
+    svc = start_service(tmp, redis_url, models_dir, workers=0, worker_command=cli)
     try:
         # A job waiting before the worker starts: the worker may take its message, and must give it back.
         job = svc.submit(SAMPLE_WAV)
@@ -99,8 +101,7 @@ def test_a_hub_model_that_cannot_load_stops_the_worker_at_start(
         worker = svc.start_worker(
             DIARIZE_PIPELINE=HUB_PIPELINE, HF_HUB_OFFLINE="1", HF_HOME=str(empty_cache), HF_TOKEN=""
         )
-        exit_code = worker.wait(300)
-        assert exit_code != 0, "the worker exits with a failure code"
+        assert worker.wait(300) == 1, "the worker exits with a failure code"
 
         lines = [line for line in svc.worker_log(worker).splitlines() if "worker_start_failed" in line]
         assert len(lines) == 1, lines
