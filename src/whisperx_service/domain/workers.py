@@ -53,6 +53,7 @@ class WorkerProcess(BaseModel):
     device: DeviceInfo | None = None
     models: list[ModelStatus] = Field(default_factory=list)
     load_s: float | None = Field(None, description="seconds its models took to load at start")
+    warmup_s: float | None = Field(None, description="seconds of the pipeline's first run on a short clip at start")
 
 
 class WorkerFailure(BaseModel):

@@ -3,10 +3,11 @@
 Celery's prefork pool forks its processes first (CUDA must not be initialised before the fork), then
 each one runs the `worker_process_init` handlers and only after them tells the main process it is
 up (billiard's `WORKER_UP`); the main process writes no task to a process before that. So the
-models load here, in `worker_process_init`, and the first job finds them loaded (its result's
-`models_loaded` is empty). Celery kills a process that is not up within `worker_proc_alive_timeout`
-(4 s by default); `make_celery` raises it to WORKER_WARM_TIMEOUT_S. Loading is not a job: it claims
-nothing and publishes no event.
+models load here, in `worker_process_init`, and then run once on a short real recording (a model's
+first inference is slower than the next); the first job finds them loaded (its result's
+`models_loaded` is empty) and runs as fast as the second. Celery kills a process that is not up
+within `worker_proc_alive_timeout` (4 s by default); `make_celery` raises it to
+WORKER_WARM_TIMEOUT_S. Loading is not a job: it claims nothing and publishes no event.
 
 While it loads, and once warm, the process records itself in Redis (`store/workers.py`: device,
 each model and whether it is loaded), which `/readyz` reads: a worker counts as ready only when
@@ -22,12 +23,16 @@ had taken meanwhile goes back to the queue when it closes its broker connection.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
+import tempfile
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import redis
@@ -51,6 +56,9 @@ DEFAULT_WARM_LANGUAGE = "en"
 _STAGE_WORDS = {"asr": "ASR", "align": "alignment", "diarize": "diarization"}
 #: Exit code of a pool process whose models cannot be loaded (its worker exits 1 too).
 EXIT_MODEL_LOAD_FAILED = 1
+#: Seconds of pyannote.audio's packaged sample (a two-speaker phone call, 16 kHz mono; speech from
+#: 6.7 s, both speakers by 10 s, per its sample.rttm) that go through the whole pipeline at start.
+WARMUP_S = 12.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +204,62 @@ def device_info(device: str) -> DeviceInfo:
     )
 
 
+def warmup_clip(directory: Path, seconds: float = WARMUP_S) -> Path | None:
+    """Write the first `seconds` of pyannote.audio's sample recording to `directory/warmup.wav`.
+
+    Returns:
+        The clip's path, or None when the sample is not installed (pyannote.audio without it).
+    """
+    spec = importlib.util.find_spec("pyannote.audio")
+    if spec is None or spec.origin is None:
+        return None
+    sample = Path(spec.origin).parent / "sample" / "sample.wav"
+    if not sample.is_file():
+        return None
+    clip = directory / "warmup.wav"
+    with wave.open(str(sample), "rb") as src, wave.open(str(clip), "wb") as dst:
+        dst.setparams(src.getparams())
+        dst.writeframes(src.readframes(int(seconds * src.getframerate())))
+    return clip
+
+
+def warm_up_inference(settings: Settings, cache: ModelCache) -> float | None:
+    """Run the whole pipeline once on a short real recording (`warmup_clip`), in a temp directory.
+
+    A model's first inference costs more than its later ones (measured on CPU here: the first 30 s
+    job's VAD pass took 45-49 s, later ones 2.5-5 s; on CUDA, kernels load on first use), so without
+    it the first job is several times slower than the second. Nothing is written to Redis or storage.
+
+    Returns:
+        The run's seconds, or None when no sample clip is installed (then nothing runs).
+    Raises:
+        Exception: whatever the pipeline raises (the caller logs it; the models are loaded anyway).
+    """
+    from whisperx_service.domain.jobs import JobOptions
+    from whisperx_service.pipeline.plan import JobPaths
+    from whisperx_service.pipeline.runner import run_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="wxs-warmup-") as tmp:
+        clip = warmup_clip(Path(tmp))
+        if clip is None:
+            return None
+        t = time.perf_counter()
+        run_pipeline(
+            clip,
+            JobPaths(work=Path(tmp) / "work", chunks=Path(tmp) / "chunks"),
+            JobOptions(language=settings.asr.language),
+            cache,
+            settings,
+            lambda *_: None,
+        )
+        return round(time.perf_counter() - t, 2)
+
+
 def warm_models(
     settings: Settings, cache: ModelCache | None = None, on_change: Callable[[WorkerProcess], None] | None = None
 ) -> WorkerProcess:
-    """Load every model in `needed_models(settings)` into the process's cache (or `cache`), hub models first.
+    """Load every model in `needed_models(settings)` into the process's cache (or `cache`), hub models
+    first, then run each once (`warm_up_inference`).
 
     Args:
         on_change: called with this process's record before the first load and after each model.
@@ -235,8 +295,12 @@ def warm_models(
         record.models[i] = model.status(warm=True)
         if n < len(order) - 1:
             notify(record)
-    record.state = ProcessState.warm
     record.load_s = round(time.perf_counter() - t, 2)
+    try:
+        record.warmup_s = warm_up_inference(settings, cache)
+    except Exception:  # the models are loaded; a job would show the same error, with its id
+        log.exception("warmup_failed")
+    record.state = ProcessState.warm
     record.device = device_info(cache.device)
     notify(record)
     return record
@@ -281,7 +345,7 @@ def _warm_at_start(**_: Any) -> None:
     except StartFailed as exc:
         _stop_worker(client, keys, worker, exc)
     _record = record
-    log.info("models_warm", seconds=record.load_s, models=[m.name for m in record.models])
+    log.info("models_warm", seconds=record.load_s, warmup_s=record.warmup_s, models=[m.name for m in record.models])
     try:
         worker_store.clear_failure(client, keys, worker)
     except redis.RedisError:
