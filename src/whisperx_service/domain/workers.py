@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 class ProcessState(StrEnum):
     """Where a pool process is in its start."""
 
-    loading = "loading"  # loading its models; it takes no job yet
+    loading = "loading"  # loading its models, then running them once on a short clip; it takes no job yet
     warm = "warm"  # every model a job needs is loaded; it takes jobs
     failed = "failed"  # a model cannot be loaded; the worker stops (exit code 1)
 

@@ -262,7 +262,8 @@ def warm_models(
     first, then run each once (`warm_up_inference`).
 
     Args:
-        on_change: called with this process's record before the first load and after each model.
+        on_change: called with this process's record before the first load, after each model, and
+            once warm (after the warm-up run).
     Returns:
         The process's record, `warm`, with its device and models.
     Raises:
@@ -284,7 +285,7 @@ def warm_models(
     t = time.perf_counter()
     # Hub models first: one that is missing fails within a second instead of after the local loads.
     order = sorted(range(len(needed)), key=lambda i: needed[i].local)
-    for n, i in enumerate(order):
+    for i in order:
         model = needed[i]
         try:
             load(cache, model)
@@ -293,8 +294,7 @@ def warm_models(
             notify(record)
             raise StartFailed(f"{model.stage}:{model.label}", failure_reason(model, settings), exc.message) from exc
         record.models[i] = model.status(warm=True)
-        if n < len(order) - 1:
-            notify(record)
+        notify(record)
     record.load_s = round(time.perf_counter() - t, 2)
     try:
         record.warmup_s = warm_up_inference(settings, cache)
