@@ -279,6 +279,8 @@ def worker_command(loglevel: str | None) -> None:
     The node name stays Celery's default `celery@<hostname>` (the container health check pings it).
     SIGTERM is a graceful shutdown: no new job is taken; the running job finishes within
     WORKER_SOFT_SHUTDOWN_S seconds or is handed back to another worker (resumed from its chunks).
+    Each pool process loads its models before it takes a job; one that cannot load a model stops
+    the worker with exit code 1 (worker/warm.py).
     """
     from whisperx_service.pipeline.models.loaders import ensure_runtime_env
 
@@ -287,11 +289,14 @@ def worker_command(loglevel: str | None) -> None:
     # whole process group (only the main process decides when to stop the job).
     os.environ["REMAP_SIGTERM"] = "SIGQUIT"
     ensure_runtime_env()  # before anything imports huggingface_hub / transformers
-    from whisperx_service.worker.main import app
+    from celery.bin.celery import celery as celery_command
 
     settings = get_settings()
-    app.worker_main(
-        [
+    # The `celery` command itself, in this process: it exits with the worker's exit code (1 when a
+    # model cannot be loaded at start, worker/warm.py); `app.worker_main` would return 0 regardless.
+    celery_command.main(
+        args=[
+            "--app=whisperx_service.worker.main",
             "worker",
             "--pool=prefork",
             f"--concurrency={settings.worker.concurrency}",
@@ -299,5 +304,6 @@ def worker_command(loglevel: str | None) -> None:
             f"--loglevel={loglevel or settings.observability.log_level}",
             "--without-gossip",
             "--without-mingle",
-        ]
+        ],
+        prog_name="celery",
     )

@@ -230,8 +230,19 @@ class DiarizeSettings(BaseSettings):
         "directory with config.yaml; empty = <MODELS_DIR>/offline-diarization",
     )
     hf_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("HF_TOKEN", "DIARIZE_HF_TOKEN"), description="Hugging Face token"
+        None,
+        validation_alias=AliasChoices("HF_TOKEN", "DIARIZE_HF_TOKEN"),
+        description="Hugging Face token; empty or blank = unset",
     )
+
+    @field_validator("hf_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, v: Any) -> Any:
+        # `HF_TOKEN=` (compose passes an unset variable through as empty) must not count as a token.
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        return v
 
 
 class ModelsSettings(BaseSettings):
@@ -272,6 +283,12 @@ class WorkerSettings(BaseSettings):
         60.0,
         ge=0,
         description="On SIGTERM, seconds the running job may still take to finish before it is handed back",
+    )
+    warm_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a pool process may take to load its models at start before Celery kills it "
+        "and starts another (Celery's worker_proc_alive_timeout)",
     )
 
     @model_validator(mode="after")

@@ -113,15 +113,18 @@ def start_service(
     worker_app: str = "whisperx_service.worker.main",
     worker_args: tuple[str, ...] = (),
     worker_command: list[str] | None = None,
+    workers: int = 1,
     **extra_env: str,
 ) -> Service:
-    """Start gateway + worker processes and wait until /readyz says the worker is alive.
+    """Start gateway + worker processes and wait until /readyz says a worker has its models loaded.
 
     `worker_app` is the Celery app module of the workers (`-A`), `worker_args` more arguments of
     their command line (e.g. `--include`, a test module to load in them); `worker_command` replaces
     the whole command (e.g. the `whisperx-service worker` entry point). They hold for every worker
     this service starts. Workers run like `whisperx-service worker`: SIGTERM is a graceful
     shutdown (REMAP_SIGTERM=SIGQUIT), here with a 5 s soft window unless `extra_env` says otherwise.
+    With `workers=0` no worker starts (the test starts its own with `Service.start_worker`) and it
+    returns once the gateway answers `/healthz`.
     """
     tag = uuid.uuid4().hex[:8]
     port = _free_port()
@@ -157,23 +160,26 @@ def start_service(
                 "--port", str(port), "--log-level", "warning"],
     }  # fmt: skip
     svc.worker_cmd = worker_command or cmds["worker"]
-    svc.start_worker()
+    for _ in range(workers):
+        svc.start_worker()
     out = (logs / "api.log").open("wb")
     svc.procs.append(subprocess.Popen(cmds["api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 120
+    # Workers load their models before they count as ready: minutes on 2 busy CPU cores.
+    wait_s = 300
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         for p in svc.procs:
             if p.poll() is not None:
                 stop_service(svc)
                 raise AssertionError(f"a service process exited early; logs in {logs}")
         try:
-            if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{svc.url}/readyz" if workers else f"{svc.url}/healthz", timeout=2).status_code == 200:
                 return svc
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
     stop_service(svc)
-    raise AssertionError(f"service not ready in 120 s; logs in {logs}")
+    raise AssertionError(f"service not ready in {wait_s} s; logs in {logs}")
 
 
 def stop_service(svc: Service) -> None:

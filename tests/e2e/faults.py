@@ -96,8 +96,10 @@ def pool_children(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 
 def worker_ready(svc: Service, proc: subprocess.Popen[bytes]) -> bool:
-    """True once the worker logged Celery's `ready.` line (it consumes from now on)."""
-    return " ready." in svc.worker_log(proc)
+    """True once the worker logged Celery's `ready.` line and its pool process `models_warm` (it
+    takes jobs from now on; before, it loads its models)."""
+    log = svc.worker_log(proc)
+    return " ready." in log and '"models_warm"' in log
 
 
 def log_lines(svc: Service, event: str, job_id: str | None = None) -> list[str]:

@@ -48,6 +48,18 @@ def test_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.redis.url == "redis://example:6380/2"
 
 
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_hf_token_is_unset(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("HF_TOKEN", value)
+    assert Settings().diarize.hf_token is None
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("DIARIZE_HF_TOKEN", value)
+    assert Settings().diarize.hf_token is None
+    monkeypatch.setenv("DIARIZE_HF_TOKEN", " hf_x ")
+    token = Settings().diarize.hf_token
+    assert token is not None and token.get_secret_value() == " hf_x "
+
+
 def test_bad_enum_value_is_refused() -> None:
     with pytest.raises(ValidationError):
         AsrSettings(vad_method="nope")  # type: ignore[arg-type]

@@ -8,6 +8,8 @@
   gone, never one that is still running (validated in `WorkerSettings`).
 - `worker_cancel_long_running_tasks_on_connection_loss`: a worker that loses Redis stops its job
   rather than finishing it twice.
+- `worker_proc_alive_timeout` = WORKER_WARM_TIMEOUT_S: each pool process loads its models before
+  it reports up and takes a job (`worker/warm.py`).
 - Graceful shutdown: with `REMAP_SIGTERM=SIGQUIT` in the worker's environment (`whisperx-service
   worker` sets it), SIGTERM starts Celery's cold shutdown with a soft phase: no new job is taken,
   the running job has `worker_soft_shutdown_timeout` (WORKER_SOFT_SHUTDOWN_S) seconds to finish,
@@ -44,6 +46,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_soft_shutdown_timeout=float(min(w.soft_shutdown_s, w.task_soft_time_limit_s)),
+        # A pool process loads its models before it reports up (worker/warm.py); Celery kills one
+        # that is not up within this many seconds (default 4).
+        worker_proc_alive_timeout=w.warm_timeout_s,
         task_time_limit=w.task_time_limit_s,
         task_soft_time_limit=w.task_soft_time_limit_s,
         task_ignore_result=True,

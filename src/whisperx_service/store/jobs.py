@@ -202,10 +202,19 @@ def observe_duration(r: redis.Redis, keys: Keys, seconds: float) -> None:
     p.execute()
 
 
-def heartbeat(r: redis.Redis, keys: Keys, worker: str) -> None:
-    """Record that a worker is alive now (the gateway's /readyz counts recent heartbeats)."""
+def heartbeat(r: redis.Redis, keys: Keys, worker: str, state_ttl_s: float | None = None) -> None:
+    """Record that a worker is alive now (the gateway's /readyz counts recent heartbeats).
+
+    Args:
+        state_ttl_s: when given, the worker's state hash (its pool processes' models, `store/workers.py`)
+            is kept for this many seconds more.
+    Raises:
+        redis.RedisError: Redis does not answer.
+    """
     now = time.time()
     p = r.pipeline()
     p.zadd(keys.workers(), {worker: now})
     p.zremrangebyscore(keys.workers(), "-inf", now - 3600)
+    if state_ttl_s is not None:
+        p.pexpire(keys.worker_state(worker), int(state_ttl_s * 1000))
     p.execute()

@@ -55,6 +55,15 @@ class Keys:
         """Sorted set: worker names scored by their last heartbeat (s since the epoch)."""
         return f"{self.prefix}:workers"
 
+    def worker_state(self, worker: str) -> str:
+        """Hash: a live worker's pool processes, `<host>:<pid>` -> `WorkerProcess` JSON (models, device,
+        warm or not); expires with the worker's heartbeat (`store/workers.py`)."""
+        return f"{self.prefix}:worker:{worker}"
+
+    def worker_failures(self) -> str:
+        """Hash: worker name -> `WorkerFailure` JSON of a worker that could not start (the model, what to do)."""
+        return f"{self.prefix}:worker-failures"
+
     def api_key(self, key_id: str) -> str:
         """String: an API key's record (the `ApiKey` JSON, from storage), cached; see `store/api_keys.py`."""
         return f"{self.prefix}:apikey:{key_id}"

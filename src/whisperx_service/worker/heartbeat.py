@@ -7,6 +7,8 @@ processes fork, Sentry and the heartbeat start when the worker is ready, and the
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from typing import Any
 
@@ -16,6 +18,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown, worker_sh
 
 from whisperx_service.config import Settings
 from whisperx_service.logs import configure_logging, init_sentry
+from whisperx_service.store import workers
 from whisperx_service.store.jobs import heartbeat
 from whisperx_service.store.keys import Keys
 from whisperx_service.worker.runtime import worker_name
@@ -27,20 +30,42 @@ _beat_stop = threading.Event()
 
 
 def beat_loop(settings: Settings, name: str, stop: threading.Event) -> None:
-    """Record `name` alive every WORKER_HEARTBEAT_S until `stop` is set, then remove it. Never raises."""
+    """Record `name` alive every WORKER_HEARTBEAT_S until `stop` is set, then remove it. Never raises.
+
+    Each beat also keeps the worker's state hash (its pool processes' models, written by
+    `warm.py`) alive and drops the records of pool processes that no longer exist (killed).
+    """
     client = redis.Redis.from_url(settings.redis.url)
     keys = Keys.of(settings)
+    ttl = workers.state_ttl_s(settings.worker.heartbeat_s)
     while True:
         try:
-            heartbeat(client, keys, name)
+            heartbeat(client, keys, name, state_ttl_s=ttl)
+            for process in workers.process_names(client, keys, name):
+                if not _alive(process):
+                    workers.remove_process(client, keys, name, process)
         except redis.RedisError:
             log.warning("heartbeat_failed")
         if stop.wait(settings.worker.heartbeat_s):
             try:
-                client.zrem(keys.workers(), name)
+                workers.remove_worker(client, keys, name)
             except redis.RedisError:
                 log.warning("heartbeat_remove_failed")
             return
+
+
+def _alive(process: str) -> bool:
+    """Whether the pool process `<host>:<pid>` of this host still exists (another host's: assumed so)."""
+    host, _, pid = process.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @worker_init.connect

@@ -1,8 +1,10 @@
-"""Per-process model cache: each model loads on first use in the worker's pool process and stays.
+"""Per-process model cache: each model loads once in the worker's pool process and stays.
 
-Models are never loaded in `worker_process_init` (Celery gives that hook 4 s) and never per job.
-The cache records every load, so a job can report which models it had to load (`models_loaded`
-in the result) and a test can prove a second job on the same worker loads nothing.
+`warm.py` fills it at the pool process's start with every model a job needs (in
+`worker_process_init`, with Celery's `worker_proc_alive_timeout` raised to cover it); a model no
+job needed then (another language's aligner) loads on first use. Never per job. The cache records
+every load, so a job can report which models it had to load (`models_loaded` in the result, by
+name, never a server path) and a test can prove the first job on a warm worker loads nothing.
 """
 
 from __future__ import annotations
@@ -30,17 +32,18 @@ class ModelCache:
         self.settings = settings
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
-        #: Every load this process made, in order: "asr:<name>", "align:<lang>", "diarize:<name>".
+        #: Every load this process made, in order: "asr:<name>", "align:<lang>", "diarize:<name>"; a
+        #: local directory is named by its last component (`loaders.model_label`), never its path.
         self.loads: list[str] = []
         self.device = loaders.resolve_device(settings.asr.device)
 
-    def _get(self, key: str, load: Any) -> Any:
+    def _get(self, key: str, load: Any, label: str | None = None) -> Any:
         with self._lock:
             if key not in self._models:
                 t = time.perf_counter()
                 with not_counted():  # a first load in a job makes no progress: the stall watchdog waits
                     self._models[key] = load()
-                self.loads.append(key)
+                self.loads.append(label or key)
                 log.info("model_loaded", model=key, seconds=round(time.perf_counter() - t, 2))
             return self._models[key]
 
@@ -51,7 +54,11 @@ class ModelCache:
             ModelLoadFailed: the model cannot be loaded.
         """
         name = loaders.resolve_asr_model(self.settings)
-        return self._get(f"asr:{name}", lambda: loaders.load_asr(self.settings, self.settings.asr.language))
+        return self._get(
+            f"asr:{name}",
+            lambda: loaders.load_asr(self.settings, self.settings.asr.language),
+            f"asr:{loaders.model_label(name)}",
+        )
 
     def aligner(self, language: str) -> tuple[Any, Any]:
         """The wav2vec2 alignment model and its metadata for `language`.
@@ -68,7 +75,9 @@ class ModelCache:
             ModelLoadFailed: the pipeline cannot be loaded.
         """
         name = loaders.resolve_diarization_pipeline(self.settings)
-        return self._get(f"diarize:{name}", lambda: loaders.load_diarizer(self.settings))
+        return self._get(
+            f"diarize:{name}", lambda: loaders.load_diarizer(self.settings), f"diarize:{loaders.model_label(name)}"
+        )
 
     def describe(self, language: str | None) -> dict[str, str]:
         """Which model each stage uses, for the result's `models` field: names, never server paths

@@ -16,6 +16,14 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def parent_worker_name() -> str:
+    """In a pool process: `<host>:<pid>` of its worker's main process (the heartbeat name).
+
+    Pool processes are forked by the worker's main process, so their parent is that process.
+    """
+    return f"{socket.gethostname()}:{os.getppid()}"
+
+
 def get_store(settings: Settings) -> JobStore:
     """The process's job store (one Redis connection pool per pool process, made after fork)."""
     global _store

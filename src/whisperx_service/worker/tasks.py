@@ -28,7 +28,7 @@ from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobStatus, Stage
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
-from whisperx_service.worker import heartbeat, shutdown  # noqa: F401  (connects their signal handlers)
+from whisperx_service.worker import heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
 from whisperx_service.worker.attempt import Attempt, write_final
 from whisperx_service.worker.lease import LeaseKeeper
 from whisperx_service.worker.models import get_model_cache

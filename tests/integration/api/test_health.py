@@ -1,4 +1,4 @@
-"""/healthz, /readyz (Redis, storage, worker heartbeat) and /metrics (shared counters in Redis)."""
+"""/healthz, /readyz (Redis, storage, a live worker with its models warm) and /metrics (shared counters in Redis)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import redis
 
 from tests.integration.api.conftest import Gateway
 from whisperx_service.domain.jobs import JobStatus
+from whisperx_service.domain.workers import DeviceInfo, ModelStatus, ProcessState, WorkerFailure, WorkerProcess
 from whisperx_service.store.jobs import JobStore, heartbeat
 from whisperx_service.store.keys import Keys
+from whisperx_service.store.workers import FAILURE_KEEP_S, record_failure, record_process, state_ttl_s
 
 
 def _sample(text: str, name: str) -> float:
@@ -27,21 +29,101 @@ def test_healthz(gateway: Gateway) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_needs_a_worker_heartbeat(gateway: Gateway, redis_client: redis.Redis) -> None:
+def _process(name: str, state: ProcessState) -> WorkerProcess:
+    warm = state is ProcessState.warm
+    return WorkerProcess(
+        name=name,
+        state=state,
+        device=DeviceInfo(type="cpu"),
+        models=[ModelStatus(stage="asr", name="tiny.en", warm=warm), ModelStatus(stage="diarize", name="x", warm=warm)],
+    )
+
+
+def test_readyz_needs_a_worker_with_its_models_warm(gateway: Gateway, redis_client: redis.Redis) -> None:
+    keys = Keys.of(gateway.settings)
+    ttl = state_ttl_s(gateway.settings.worker.heartbeat_s)
     r = gateway.client.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"status": "not_ready", "checks": {"redis": True, "storage": True, "workers": 0}}
-    heartbeat(redis_client, Keys.of(gateway.settings), "worker-1@host")
+    assert r.json() == {
+        "status": "not_ready",
+        "checks": {"redis": True, "storage": True, "workers": 0, "warm_workers": 0},
+        "workers": [],
+        "failures": [],
+        "reason": "no ready worker: no live worker",
+    }
+
+    heartbeat(redis_client, keys, "host:1", state_ttl_s=ttl)  # alive, its pool process not recorded yet
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["workers"] == [{"name": "host:1", "warm": False, "processes": []}]
+    assert r.json()["reason"] == "no ready worker: 1 live worker(s) still loading their models"
+
+    record_process(redis_client, keys, "host:1", _process("host:2", ProcessState.loading), ttl)
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 503, "a worker that is loading its models is not ready"
+    body = r.json()
+    assert body["checks"] == {"redis": True, "storage": True, "workers": 1, "warm_workers": 0}
+    (worker,) = body["workers"]
+    assert worker["warm"] is False and worker["processes"][0]["state"] == "loading"
+    assert [m["warm"] for m in worker["processes"][0]["models"]] == [False, False]
+
+    record_process(redis_client, keys, "host:1", _process("host:2", ProcessState.warm), ttl)
     r = gateway.client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "checks": {"redis": True, "storage": True, "workers": 1}}
+    body = r.json()
+    assert body["status"] == "ready" and "reason" not in body
+    assert body["checks"] == {"redis": True, "storage": True, "workers": 1, "warm_workers": 1}
+    assert body["workers"] == [
+        {"name": "host:1", "warm": True, "processes": [_process("host:2", ProcessState.warm).model_dump(mode="json")]}
+    ]
+
+
+def test_readyz_counts_a_worker_with_one_warm_process_of_two(gateway: Gateway, redis_client: redis.Redis) -> None:
+    keys = Keys.of(gateway.settings)
+    ttl = state_ttl_s(gateway.settings.worker.heartbeat_s)
+    heartbeat(redis_client, keys, "host:1", state_ttl_s=ttl)
+    record_process(redis_client, keys, "host:1", _process("host:2", ProcessState.loading), ttl)
+    record_process(redis_client, keys, "host:1", _process("host:3", ProcessState.warm), ttl)
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 200
+    assert [p["name"] for p in r.json()["workers"][0]["processes"]] == ["host:2", "host:3"]
 
 
 def test_readyz_ignores_stale_heartbeats(gateway: Gateway, redis_client: redis.Redis) -> None:
     keys = Keys.of(gateway.settings)
     stale = 3 * gateway.settings.worker.heartbeat_s + 5
     redis_client.zadd(keys.workers(), {"old-worker": time.time() - stale})
-    assert gateway.client.get("/readyz").json()["checks"]["workers"] == 0
+    record_process(redis_client, keys, "old-worker", _process("old-worker-pool", ProcessState.warm), 60)
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["workers"] == 0 and r.json()["workers"] == []
+
+
+def test_readyz_gives_the_reason_a_worker_failed_to_start(gateway: Gateway, redis_client: redis.Redis) -> None:
+    keys = Keys.of(gateway.settings)
+    reason = "cannot load the diarization model 'org/pipe' (DIARIZE_PIPELINE): set HF_TOKEN and accept ..."
+    record_failure(
+        redis_client, keys, WorkerFailure(worker="host:9", model="diarize:org/pipe", reason=reason, at=time.time())
+    )
+    old = WorkerFailure(worker="host:8", model="asr:x", reason="old", at=time.time() - FAILURE_KEEP_S - 1)
+    record_failure(redis_client, keys, old)
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["reason"] == f"no ready worker: a worker failed to start: {reason}"
+    assert [f["model"] for f in r.json()["failures"]] == ["diarize:org/pipe"], (
+        "failures older than an hour are left out"
+    )
+    assert redis_client.hkeys(keys.worker_failures()) == [b"host:9"], "and deleted"
+
+    ttl = state_ttl_s(gateway.settings.worker.heartbeat_s)
+    heartbeat(redis_client, keys, "host:10", state_ttl_s=ttl)
+    record_process(redis_client, keys, "host:10", _process("host:11", ProcessState.loading), ttl)
+    assert gateway.client.get("/readyz").json()["reason"] == (
+        f"no ready worker: 1 live worker(s) still loading their models; a worker failed to start: {reason}"
+    )
+    record_process(redis_client, keys, "host:10", _process("host:11", ProcessState.warm), ttl)
+    r = gateway.client.get("/readyz")
+    assert r.status_code == 200 and r.json()["failures"][0]["worker"] == "host:9"
 
 
 def test_metrics_expose_the_shared_counters(

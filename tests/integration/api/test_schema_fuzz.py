@@ -19,6 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from tests.integration.api.conftest import Gateway, serve
 from whisperx_service.access.keys import KeyRegistry
 from whisperx_service.config import AuthSettings, Settings
+from whisperx_service.domain.workers import ProcessState, WorkerProcess
+from whisperx_service.store.keys import Keys
+from whisperx_service.store.workers import record_process, state_ttl_s
 from whisperx_service.worker.heartbeat import beat_loop
 
 #: Generated examples per API operation.
@@ -34,7 +37,9 @@ def keyed(api_settings: Settings, celery_app: Celery, redis_client: redis.Redis)
     _, key = KeyRegistry(s, redis_client).create("fuzz", admin=True)
     stop = threading.Event()
     beat = threading.Thread(target=beat_loop, args=(s, "fuzz-worker", stop), daemon=True)
-    beat.start()  # a live worker's heartbeat, so /readyz answers 200
+    beat.start()  # a live worker's heartbeat and a warm pool process of it, so /readyz answers 200
+    warm = WorkerProcess(name="fuzz-worker-pool", state=ProcessState.warm)
+    record_process(redis_client, Keys.of(s), "fuzz-worker", warm, state_ttl_s(s.worker.heartbeat_s))
     for gw in serve(s, celery_app):
         yield gw, key
     stop.set()

@@ -1,0 +1,408 @@
+"""Warm start: each pool process loads every model a job needs before it takes its first job.
+
+Celery's prefork pool forks its processes first (CUDA must not be initialised before the fork), then
+each one runs the `worker_process_init` handlers and only after them tells the main process it is
+up (billiard's `WORKER_UP`); the main process writes no task to a process before that. So the
+models load here, in `worker_process_init`, and then run once on a short real recording (a model's
+first inference is slower than the next); the first job finds them loaded (its result's
+`models_loaded` is empty) and runs as fast as the second. Celery kills a process that is not up
+within `worker_proc_alive_timeout` (4 s by default); `make_celery` raises it to
+WORKER_WARM_TIMEOUT_S. Loading is not a job: it claims nothing and publishes no event.
+
+While it loads, and once warm, the process records itself in Redis (`store/workers.py`: device,
+each model and whether it is loaded), which `/readyz` reads: a worker counts as ready only when
+a pool process of it is warm.
+
+A model that cannot be loaded stops the worker: one `worker_start_failed` log line names the model
+and says what to do, the failure is recorded in Redis (so `/readyz` shows the reason; never a
+server path), the process sends its worker's main process SIGINT (Celery's warm shutdown with exit
+code 1; its cold shutdown, SIGQUIT, exits 0) and exits. Retrying would fail the same way, and a
+worker that is up without its models would fail every job it takes. A job message the worker
+had taken meanwhile goes back to the queue when it closes its broker connection.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import tempfile
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import redis
+import structlog
+from celery.signals import task_postrun, worker_process_init, worker_process_shutdown
+
+from whisperx_service.config import AlignBackend, Settings
+from whisperx_service.domain.workers import DeviceInfo, ModelStatus, ProcessState, WorkerFailure, WorkerProcess
+from whisperx_service.errors import ModelLoadFailed
+from whisperx_service.pipeline.models import loaders
+from whisperx_service.store import workers as worker_store
+from whisperx_service.store.keys import Keys
+from whisperx_service.worker.models import ModelCache, get_model_cache
+from whisperx_service.worker.runtime import parent_worker_name, worker_name
+
+log = structlog.get_logger(__name__)
+
+#: Language whose wav2vec2 aligner loads at start when ASR_LANGUAGE is unset (the `models download` default).
+DEFAULT_WARM_LANGUAGE = "en"
+#: Readable stage names for the failure reason.
+_STAGE_WORDS = {"asr": "ASR", "align": "alignment", "diarize": "diarization"}
+#: Exit code of a pool process whose models cannot be loaded (its worker exits 1 too).
+EXIT_MODEL_LOAD_FAILED = 1
+#: Seconds of pyannote.audio's packaged sample (a two-speaker phone call, 16 kHz mono; speech from
+#: 6.7 s, both speakers by 10 s, per its sample.rttm) that go through the whole pipeline at start.
+WARMUP_S = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class NeededModel:
+    """A model a job needs with the current settings.
+
+    stage: `asr`, `align` or `diarize`; name: what the loader resolves (hub id or absolute directory);
+    setting: the environment variable that chooses it; language: the aligner's language (align only).
+    """
+
+    stage: str
+    name: str
+    setting: str
+    language: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The model's name without any server path (`loaders.model_label`)."""
+        return loaders.model_label(self.name)
+
+    @property
+    def local(self) -> bool:
+        """Whether it loads from a local directory (else from a hub or its local cache)."""
+        return loaders.is_local_path(self.name)
+
+    def status(self, warm: bool) -> ModelStatus:
+        """This model as `/readyz` lists it."""
+        return ModelStatus(stage=self.stage, name=f"{self.label}:{self.language}" if self.language else self.label,
+                           warm=warm)  # fmt: skip
+
+
+class StartFailed(Exception):
+    """A model a job needs cannot be loaded; the worker must not take jobs.
+
+    Attributes:
+        model: `<stage>:<name>` (no server path); reason: one sentence for operators and `/readyz`
+        (what failed and what to do, no server path); detail: the loader's message (for the log only).
+    """
+
+    def __init__(self, model: str, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.model, self.reason, self.detail = model, reason, detail
+
+
+def warm_language(settings: Settings) -> str:
+    """The language whose aligner loads at start: ASR_LANGUAGE, else English; other languages load on first use."""
+    return settings.asr.language or DEFAULT_WARM_LANGUAGE
+
+
+def needed_models(settings: Settings) -> list[NeededModel]:
+    """The models a job needs with these settings, in load order: ASR (with its VAD), the wav2vec2
+    aligner of `warm_language` when ALIGN_BACKEND=wav2vec2 (the whisper backend needs no other
+    model), and the diarization pipeline (jobs diarize unless they ask not to).
+
+    Raises:
+        StartFailed: a model cannot even be named (ASR_DEVICE=cuda without a GPU, no packaged CPU
+            model, no wav2vec2 aligner for the language).
+    """
+    try:
+        out = [NeededModel("asr", loaders.resolve_asr_model(settings), "ASR_MODEL")]
+        if settings.align.backend is AlignBackend.wav2vec2:
+            language = warm_language(settings)
+            name = settings.align.model or loaders.default_align_model(language)
+            if name is None:
+                raise ModelLoadFailed(
+                    f"no wav2vec2 alignment model for language {language!r}: set ALIGN_MODEL or ALIGN_BACKEND=whisper"
+                )
+            out.append(NeededModel("align", name, "ALIGN_MODEL", language))
+        out.append(NeededModel("diarize", loaders.resolve_diarization_pipeline(settings), "DIARIZE_PIPELINE"))
+    except ModelLoadFailed as exc:  # these messages name settings, never paths
+        raise StartFailed("settings", f"the worker cannot start: {exc.message}", exc.message) from exc
+    return out
+
+
+def failure_reason(model: NeededModel, settings: Settings) -> str:
+    """What to tell the operator when `model` cannot be loaded: which model, and what to do. No server path.
+
+    Pyannote's diarization pipelines on the Hugging Face hub are gated: they load only with a token
+    whose account accepted the model's conditions on its page (https://hf.co/<repo>).
+    """
+    what = f"cannot load the {_STAGE_WORDS[model.stage]} model '{model.label}' ({model.setting})"
+    gated = model.stage == "diarize" and not model.local
+    page = f"https://hf.co/{model.name}"
+    token = settings.diarize.hf_token is not None
+    if model.local:
+        fixes = {
+            "asr": "point ASR_MODEL at a CTranslate2 Whisper model directory",
+            "align": "point ALIGN_MODEL at a Wav2Vec2ForCTC model directory, or run `whisperx-service models prepare`",
+            "diarize": "run `whisperx-service models prepare`, or point DIARIZE_PIPELINE at a pyannote pipeline",
+        }
+        return f"{what}: its local directory is missing or incomplete; {fixes[model.stage]}"
+    if loaders.hub_offline():
+        fix = "run `whisperx-service models download` with network access"
+        if gated:
+            fix += f", with HF_TOKEN set and the conditions accepted at {page}"
+        return f"{what}: it is not in the local model cache and HF_HUB_OFFLINE is set; {fix}"
+    if gated and not token:
+        return f"{what}: set HF_TOKEN and accept the conditions at {page}"
+    if gated:
+        return (
+            f"{what}: check that HF_TOKEN is valid, that its account accepted the conditions at {page}, "
+            "and that the hub can be reached"
+        )
+    return (
+        f"{what}: check that {model.setting} names a model on the hub and that the hub can be reached, "
+        "or run `whisperx-service models download` where it can"
+    )
+
+
+def load(cache: ModelCache, model: NeededModel) -> None:
+    """Load one model into the process's cache (a no-op when it is there already).
+
+    Raises:
+        ModelLoadFailed: the loader's error.
+    """
+    if model.stage == "asr":
+        cache.asr()
+    elif model.stage == "align":
+        assert model.language is not None
+        cache.aligner(model.language)
+    else:
+        cache.diarizer()
+
+
+def device_info(device: str) -> DeviceInfo:
+    """The device the models run on: CPU, or the current CUDA GPU's name and its memory in all and in use.
+
+    The CUDA branch (`torch.cuda.get_device_name`, `torch.cuda.mem_get_info`, which counts every
+    process on the GPU) cannot run on the CPU-only test machines; it is untested here.
+    """
+    if device != "cuda":
+        return DeviceInfo(type="cpu")
+    import torch
+
+    index = int(torch.cuda.current_device())
+    free, total = torch.cuda.mem_get_info(index)
+    return DeviceInfo(
+        type="cuda",
+        index=index,
+        name=str(torch.cuda.get_device_name(index)),
+        memory_total_bytes=int(total),
+        memory_used_bytes=int(total - free),
+    )
+
+
+def warmup_clip(directory: Path, seconds: float = WARMUP_S) -> Path | None:
+    """Write the first `seconds` of pyannote.audio's sample recording to `directory/warmup.wav`.
+
+    Returns:
+        The clip's path, or None when the sample is not installed (pyannote.audio without it).
+    """
+    spec = importlib.util.find_spec("pyannote.audio")
+    if spec is None or spec.origin is None:
+        return None
+    sample = Path(spec.origin).parent / "sample" / "sample.wav"
+    if not sample.is_file():
+        return None
+    clip = directory / "warmup.wav"
+    with wave.open(str(sample), "rb") as src, wave.open(str(clip), "wb") as dst:
+        dst.setparams(src.getparams())
+        dst.writeframes(src.readframes(int(seconds * src.getframerate())))
+    return clip
+
+
+def warm_up_inference(settings: Settings, cache: ModelCache) -> float | None:
+    """Run the whole pipeline once on a short real recording (`warmup_clip`), in a temp directory.
+
+    A model's first inference costs more than its later ones (measured on CPU here: the first 30 s
+    job's VAD pass took 45-49 s, later ones 2.5-5 s; on CUDA, kernels load on first use), so without
+    it the first job is several times slower than the second. Nothing is written to Redis or storage.
+
+    Returns:
+        The run's seconds, or None when no sample clip is installed (then nothing runs).
+    Raises:
+        Exception: whatever the pipeline raises (the caller logs it; the models are loaded anyway).
+    """
+    from whisperx_service.domain.jobs import JobOptions
+    from whisperx_service.pipeline.plan import JobPaths
+    from whisperx_service.pipeline.runner import run_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="wxs-warmup-") as tmp:
+        clip = warmup_clip(Path(tmp))
+        if clip is None:
+            return None
+        t = time.perf_counter()
+        run_pipeline(
+            clip,
+            JobPaths(work=Path(tmp) / "work", chunks=Path(tmp) / "chunks"),
+            JobOptions(language=settings.asr.language),
+            cache,
+            settings,
+            lambda *_: None,
+        )
+        return round(time.perf_counter() - t, 2)
+
+
+def warm_models(
+    settings: Settings, cache: ModelCache | None = None, on_change: Callable[[WorkerProcess], None] | None = None
+) -> WorkerProcess:
+    """Load every model in `needed_models(settings)` into the process's cache (or `cache`), hub models
+    first, then run each once (`warm_up_inference`).
+
+    Args:
+        on_change: called with this process's record before the first load, after each model, and
+            once warm (after the warm-up run).
+    Returns:
+        The process's record, `warm`, with its device and models.
+    Raises:
+        StartFailed: a model cannot be loaded (its reason names the model and what to do).
+    """
+    needed = needed_models(settings)
+    try:
+        cache = cache or get_model_cache(settings)
+    except ModelLoadFailed as exc:  # the device cannot be resolved; the message names settings only
+        raise StartFailed("settings", f"the worker cannot start: {exc.message}", exc.message) from exc
+    record = WorkerProcess(
+        name=worker_name(),
+        state=ProcessState.loading,
+        device=device_info(cache.device),
+        models=[m.status(warm=False) for m in needed],
+    )
+    notify = on_change or (lambda _: None)
+    notify(record)
+    t = time.perf_counter()
+    # Hub models first: one that is missing fails within a second instead of after the local loads.
+    order = sorted(range(len(needed)), key=lambda i: needed[i].local)
+    for i in order:
+        model = needed[i]
+        try:
+            load(cache, model)
+        except ModelLoadFailed as exc:
+            record.state = ProcessState.failed
+            notify(record)
+            raise StartFailed(f"{model.stage}:{model.label}", failure_reason(model, settings), exc.message) from exc
+        record.models[i] = model.status(warm=True)
+        notify(record)
+    record.load_s = round(time.perf_counter() - t, 2)
+    try:
+        record.warmup_s = warm_up_inference(settings, cache)
+    except Exception:  # the models are loaded; a job would show the same error, with its id
+        log.exception("warmup_failed")
+    record.state = ProcessState.warm
+    record.device = device_info(cache.device)
+    notify(record)
+    return record
+
+
+_record: WorkerProcess | None = None  # this pool process's record once warm
+
+
+def _settings() -> Settings | None:
+    from celery import current_app
+
+    settings: Settings | None = getattr(current_app, "wxs_settings", None)
+    return settings
+
+
+def _client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=5)
+
+
+def _publish(settings: Settings, client: redis.Redis, record: WorkerProcess) -> None:
+    """Record this pool process in its worker's hash; a Redis failure is logged, never raised (the
+    worker still works; `/readyz` says not ready while Redis is down anyway)."""
+    try:
+        ttl = worker_store.state_ttl_s(settings.worker.heartbeat_s)
+        worker_store.record_process(client, Keys.of(settings), parent_worker_name(), record, ttl)
+    except redis.RedisError as exc:
+        log.warning("worker_state_write_failed", error=str(exc))
+
+
+@worker_process_init.connect
+def _warm_at_start(**_: Any) -> None:
+    """In each new pool process, before it tells the main process it is up: load the models."""
+    global _record
+    settings = _settings()
+    if settings is None:  # an app that is not the service's (a test's own Celery app)
+        return
+    client = _client(settings)
+    keys, worker = Keys.of(settings), parent_worker_name()
+    log.info("models_loading", models=[m.label for m in _needed_or_empty(settings)])
+    try:
+        record = warm_models(settings, on_change=lambda r: _publish(settings, client, r))
+    except StartFailed as exc:
+        _stop_worker(client, keys, worker, exc)
+    _record = record
+    log.info("models_warm", seconds=record.load_s, warmup_s=record.warmup_s, models=[m.name for m in record.models])
+    try:
+        worker_store.clear_failure(client, keys, worker)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+def _needed_or_empty(settings: Settings) -> list[NeededModel]:
+    try:
+        return needed_models(settings)
+    except StartFailed:
+        return []
+
+
+def _stop_worker(client: redis.Redis, keys: Keys, worker: str, exc: StartFailed) -> NoReturn:
+    """Log the one line, record the failure, stop the worker (SIGINT: Celery's warm shutdown, exit 1), exit."""
+    log.error("worker_start_failed", model=exc.model, reason=exc.reason, detail=exc.detail)
+    try:
+        failure = WorkerFailure(worker=worker, model=exc.model, reason=exc.reason, at=time.time())
+        worker_store.record_failure(client, keys, failure)
+    except redis.RedisError as err:
+        log.warning("worker_failure_write_failed", error=str(err))
+    for stream in (sys.stdout, sys.stderr, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    # The main process's handler closes the pool (no new pool process is started) before this
+    # process is gone: the signal goes first, the exit after a moment.
+    os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(1.0)
+    os._exit(EXIT_MODEL_LOAD_FAILED)
+
+
+@task_postrun.connect
+def _refresh_device(**_: Any) -> None:
+    """After each job on a GPU: record the GPU's memory in use now (CUDA only; untested here)."""
+    settings = _settings()
+    if _record is None or settings is None or _record.device is None or _record.device.type != "cuda":
+        return
+    _record.device = device_info("cuda")
+    client = _client(settings)
+    try:
+        _publish(settings, client, _record)
+    finally:
+        client.close()
+
+
+@worker_process_shutdown.connect
+def _forget_process(**_: Any) -> None:
+    """As a pool process exits (recycled, or the worker stops): remove its record."""
+    settings = _settings()
+    if settings is None:
+        return
+    client = _client(settings)
+    try:
+        worker_store.remove_process(client, Keys.of(settings), parent_worker_name(), worker_name())
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
