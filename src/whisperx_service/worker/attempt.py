@@ -11,6 +11,7 @@ from whisperx_service.errors import JobFailure
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.records import final_record
+from whisperx_service.worker.observe import count_end
 from whisperx_service.worker.shutdown import free_working_memory
 
 #: What the task returns for a copy that found the job no longer its own.
@@ -35,9 +36,10 @@ def write_final(store: JobStore, storage: Storage, job_id: str, log: FilteringBo
 class Attempt:
     """The attempt `attempt` of job `job_id`, claimed by this process.
 
-    `end` finishes the job as this attempt (refused when another attempt owns it: fencing) and
-    writes `final.json`; `close` removes the decoded audio once the job ended here (it is only kept
-    for a rerun) and gives back the memory of a cancelled pipeline.
+    `end` finishes the job as this attempt (refused when another attempt owns it: fencing), writes
+    `final.json` and counts the job in `wxs_worker_jobs_ended_total`; `close` removes the decoded
+    audio once the job ended here (it is only kept for a rerun) and gives back the memory of a
+    cancelled pipeline.
     """
 
     def __init__(self, store: JobStore, storage: Storage, job_id: str, attempt: int, log: FilteringBoundLogger) -> None:
@@ -63,6 +65,7 @@ class Attempt:
         if not self.ended:
             self.log.warning("job_finish_refused", status=status.value)
             return FENCED
+        count_end(status.value, error.code if error else "")
         write_final(self.store, self.storage, self.job_id, self.log)
         return status.value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 import redis
@@ -26,8 +27,13 @@ class LeaseKeeper(threading.Thread):
         self.stopped = threading.Event()
         self.cancel = threading.Event()
         self.lost = False
+        # The creating thread's log context (job_id, attempt): a thread does not inherit context vars.
+        self.context = contextvars.copy_context()
 
     def run(self) -> None:
+        self.context.run(self._renew_until_stopped)
+
+    def _renew_until_stopped(self) -> None:
         while not self.stopped.wait(self.interval_s):
             try:
                 renewal = self.store.renew(self.job_id, self.attempt, self.lease_s)

@@ -1,8 +1,9 @@
 """Per-process model cache: each model loads on first use in the worker's pool process and stays.
 
 Models are never loaded in `worker_process_init` (Celery gives that hook 4 s) and never per job.
-The cache records every load, so a job can report which models it had to load (`models_loaded`
-in the result) and a test can prove a second job on the same worker loads nothing.
+The cache records every load (and its seconds in `wxs_model_load_seconds{kind}`), so a job can
+report which models it had to load (`models_loaded` in the result) and a test can prove a second
+job on the same worker loads nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import structlog
 
 from whisperx_service.config import AlignBackend, Settings
 from whisperx_service.pipeline.models import loaders
+from whisperx_service.worker.metrics import worker_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +41,9 @@ class ModelCache:
                 t = time.perf_counter()
                 self._models[key] = load()
                 self.loads.append(key)
-                log.info("model_loaded", model=key, seconds=round(time.perf_counter() - t, 2))
+                seconds = time.perf_counter() - t
+                worker_metrics().model_load_seconds.labels(kind=key.split(":", 1)[0]).observe(seconds)
+                log.info("model_loaded", model=key, seconds=round(seconds, 2))
             return self._models[key]
 
     def asr(self) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 
+import sentry_sdk
 import structlog
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -23,10 +24,11 @@ from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobStatus, Stage
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
-from whisperx_service.worker import heartbeat, shutdown  # noqa: F401  (connects their signal handlers)
+from whisperx_service.worker import exporter, heartbeat, shutdown  # noqa: F401  (connects their signal handlers)
 from whisperx_service.worker.attempt import Attempt, write_final
 from whisperx_service.worker.lease import LeaseKeeper
 from whisperx_service.worker.models import get_model_cache
+from whisperx_service.worker.observe import JobObserver, count_end
 from whisperx_service.worker.progress import JobCancelled, JobLost, ProgressPublisher
 from whisperx_service.worker.runtime import get_store, worker_name
 
@@ -42,6 +44,8 @@ def transcribe(self: Task, job_id: str) -> str:
     claim = store.claim(job_id, worker_name(), settings.worker.lease_s, max_attempts=settings.worker.max_attempts)
     if claim.outcome == "ended":  # cancel requested, or its workers were lost WORKER_MAX_ATTEMPTS times
         write_final(store, storage, job_id, bound)
+        ended = store.get(job_id)
+        count_end(claim.status, ended.error.code if ended is not None and ended.error else "")
         shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)
         bound.warning("job_ended_on_claim", status=claim.status, attempt=claim.attempt)
         return claim.status
@@ -54,10 +58,13 @@ def transcribe(self: Task, job_id: str) -> str:
     options, bound = record.options, bound.bind(attempt=claim.attempt)
     bound.info("job_started")
     attempt = Attempt(store, storage, job_id, claim.attempt, bound)
+    models = get_model_cache(settings)
+    observer = JobObserver(job_id, claim.attempt, models.device)
+    observer.start()  # job_id and attempt on every log line and Sentry event from here on
     keeper = LeaseKeeper(store, job_id, claim.attempt, settings.worker.lease_s, settings.worker.cancel_poll_s)
     keeper.start()
-    publish = ProgressPublisher(
-        store, job_id, claim.attempt, options, settings.worker.progress_min_interval_s, keeper.cancel
+    publish = observer.tracking(
+        ProgressPublisher(store, job_id, claim.attempt, options, settings.worker.progress_min_interval_s, keeper.cancel)
     )
     # Imported here: the gateway imports this module's task name without the ML stack.
     from whisperx_service.pipeline.plan import JobPaths
@@ -79,7 +86,7 @@ def transcribe(self: Task, job_id: str) -> str:
             storage.source(job_id),
             JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id)),
             options,
-            get_model_cache(settings),
+            models,
             settings,
             publish,
             attempt=claim.attempt,
@@ -88,6 +95,7 @@ def transcribe(self: Task, job_id: str) -> str:
         )
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
+        observer.succeeded(transcript.duration)
         bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
         return attempt.end(JobStatus.succeeded)
     except JobCancelled:
@@ -103,6 +111,9 @@ def transcribe(self: Task, job_id: str) -> str:
         limit = settings.worker.task_soft_time_limit_s
         return attempt.end(JobStatus.failed, TimeLimit(f"the job ran longer than {limit} s"))
     except Exception:
+        # To Sentry with the job's tags (job_id, attempt, stage); Sentry's logging integration then
+        # drops the same exception logged below (its dedupe).
+        sentry_sdk.capture_exception()
         bound.exception("job_crashed")
         return attempt.end(
             JobStatus.failed, JobCrashed("the job failed unexpectedly; the worker's log has the details")
@@ -110,3 +121,4 @@ def transcribe(self: Task, job_id: str) -> str:
     finally:
         keeper.stopped.set()
         attempt.close()
+        observer.close()
