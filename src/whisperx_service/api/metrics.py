@@ -60,13 +60,16 @@ class Snapshot:
 async def read_snapshot(jobs: AsyncJobStore, settings: Settings) -> Snapshot:
     """Read the shared counters, the queue depth and the running jobs (three Redis round trips).
 
+    A job the dispatcher is sending at that instant may count twice (in the broker and not yet
+    off its dispatching set) for one scrape.
+
     Raises:
         redis.RedisError: Redis does not answer.
     """
     counters = await jobs.metrics()
     owners = await jobs.r.zrange(jobs.keys.dispatch_ring(), 0, -1)
     queue_keys = BrokerKeys.of(settings).queue(settings.worker.queue)
-    p = jobs.r.pipeline(transaction=False)
+    p = jobs.r.pipeline(transaction=True)  # one consistent view of the lists the dispatcher moves jobs between
     for owner in owners:
         p.llen(jobs.keys.pending(owner.decode() if isinstance(owner, bytes) else str(owner)))
     p.zcard(jobs.keys.dispatching())
