@@ -39,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
     ]
     renderer: Any = structlog.processors.JSONRenderer() if obs.log_json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, _wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
@@ -65,6 +65,20 @@ def configure_logging(settings: Settings) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def _wrap_for_formatter(logger: Any, name: str, event_dict: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """structlog's `ProcessorFormatter.wrap_for_formatter`, which also hands `exc_info` to the stdlib record.
+
+    The line is rendered from the event dict as before (the formatter ignores the record's
+    `exc_info` for structlog's own records); the record carries the exception too, so Sentry's
+    logging integration reports `log.exception(...)` with its traceback (and drops it as a
+    duplicate when the same exception was captured already).
+    """
+    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
+    if event_dict.get("exc_info"):
+        kwargs["exc_info"] = event_dict["exc_info"]
+    return args, kwargs
 
 
 def _add_pid(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
