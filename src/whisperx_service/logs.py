@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import structlog
-from structlog.typing import FilteringBoundLogger
+from structlog.typing import EventDict, FilteringBoundLogger
 
 from whisperx_service.config import Settings
 
@@ -67,7 +67,7 @@ def configure_logging(settings: Settings) -> None:
         lg.propagate = True
 
 
-def _wrap_for_formatter(logger: Any, name: str, event_dict: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _wrap_for_formatter(logger: Any, name: str, event_dict: EventDict) -> tuple[Any, ...]:
     """structlog's `ProcessorFormatter.wrap_for_formatter`, which also hands `exc_info` to the stdlib record.
 
     The line is rendered from the event dict as before (the formatter ignores the record's
@@ -81,7 +81,7 @@ def _wrap_for_formatter(logger: Any, name: str, event_dict: dict[str, Any]) -> t
     return args, kwargs
 
 
-def _add_pid(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _add_pid(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: the writing process's id as `pid`."""
     event_dict.setdefault("pid", os.getpid())
     return event_dict
