@@ -14,6 +14,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import REPO
 from tests.e2e.conftest import Service, _free_port, start_service, stop_service
 from tests.e2e.crash_hook import SECRET_PATH
 from tests.e2e.faults import job_hash, wait_until
@@ -242,3 +246,62 @@ def test_a_killed_pool_process_stops_counting_as_running(runs: Runs, tmp_path: P
     pid = int(job_hash(runs.svc, job["id"])["lease_owner"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: value(scrape(runs.worker_url), "wxs_worker_jobs_running") == 0, 60, "the dead process dropped")
+
+
+def _bare_worker(tmp: Path, redis_url: str, **env: str) -> subprocess.Popen[str]:
+    """A Celery worker process alone (no gateway), on a queue nobody sends to, its output piped."""
+    tag = f"obs-{os.getpid()}-{_free_port()}"
+    full = {
+        **os.environ,
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/14",
+        "REDIS_KEY_PREFIX": tag,
+        "WORKER_QUEUE": tag,
+        "STORAGE_ROOT": str(tmp / "storage"),
+        "LOG_JSON": "true",
+        **env,
+    }
+    cmd = [sys.executable, "-m", "celery", "-A", "whisperx_service.worker.main", "worker", "-P", "prefork", "-c", "1",
+           "-Q", tag, "-n", f"{tag}@%h", "--without-gossip", "--without-mingle"]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_worker_refuses_to_start_when_its_metrics_address_is_taken(tmp_path: Path, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _bare_worker(tmp_path, redis_url, WORKER_METRICS_ADDRESS=f"127.0.0.1:{port}")
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "cannot serve WORKER_METRICS_ADDRESS" in out and "Address already in use" in out, out[-2000:]
+
+
+def test_worker_wipes_an_operators_multiprocess_dir_at_start(tmp_path: Path, redis_url: str) -> None:
+    # A file left by an earlier run (written by prometheus-client itself, in multiprocess mode).
+    stale = tmp_path / "multiproc"
+    stale.mkdir()
+    code = (
+        "from whisperx_service.worker.metrics import worker_metrics\n"
+        "worker_metrics().jobs_ended.labels(status='succeeded', code='none').inc(41)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(stale)}, check=True)
+    (left,) = stale.glob("counter_*.db")
+    port = _free_port()
+    env = {"WORKER_METRICS_ADDRESS": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(stale)}
+    proc = _bare_worker(tmp_path, redis_url, **env)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def served() -> bool:
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(served, 120, "the worker's metrics listener")
+        samples = scrape(url)
+        assert value(samples, "wxs_worker_jobs_ended_total", status="succeeded", code="none") == 0
+        assert not left.exists()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
