@@ -53,7 +53,7 @@ def _run_one_chunk_job(obs: JobObserver, clock: Clock, published: list[tuple[Sta
 
 def test_stage_durations_rtf_and_running(registry: CollectorRegistry) -> None:
     clock, published = Clock(), []
-    obs = JobObserver("job-1", 1, "cpu", WorkerMetrics(registry), clock)
+    obs = JobObserver("job-1", 1, WorkerMetrics(registry), clock)
     _run_one_chunk_job(obs, clock, published)
     assert _value(registry, "wxs_worker_jobs_running") == 1
     obs.succeeded(audio_s=23.5)
@@ -71,7 +71,7 @@ def test_stage_durations_rtf_and_running(registry: CollectorRegistry) -> None:
 
 def test_reused_work_is_not_timed_and_gives_no_rtf(registry: CollectorRegistry) -> None:
     clock = Clock()
-    obs = JobObserver("job-2", 2, "cpu", WorkerMetrics(registry), clock)
+    obs = JobObserver("job-2", 2, WorkerMetrics(registry), clock)
     progress = obs.tracking(lambda *a, **k: None)
     obs.start()
     progress(Stage.decode, 100.0, 0, 2)  # decoded audio of an earlier attempt
@@ -93,7 +93,7 @@ def test_reused_work_is_not_timed_and_gives_no_rtf(registry: CollectorRegistry) 
 def test_a_failing_job_ends_its_stage_and_stops_counting(registry: CollectorRegistry) -> None:
     clock = Clock()
     metrics = WorkerMetrics(registry)
-    obs = JobObserver("job-3", 1, "cpu", metrics, clock)
+    obs = JobObserver("job-3", 1, metrics, clock)
     progress = obs.tracking(lambda *a, **k: None)
     obs.start()
     progress(Stage.decode, 0.0)
@@ -109,7 +109,7 @@ def test_a_failing_job_ends_its_stage_and_stops_counting(registry: CollectorRegi
 
 def test_log_context_follows_the_job(registry: CollectorRegistry) -> None:
     clock = Clock()
-    obs = JobObserver("job-4", 3, "cpu", WorkerMetrics(registry), clock)
+    obs = JobObserver("job-4", 3, WorkerMetrics(registry), clock)
     progress = obs.tracking(lambda *a, **k: None)
     obs.start()
     assert structlog.contextvars.get_contextvars() == {"job_id": "job-4", "attempt": 3}

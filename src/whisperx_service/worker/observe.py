@@ -10,6 +10,7 @@ pipeline reports, so a stage added to `domain.jobs.Stage` is measured without a 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -39,7 +40,6 @@ class JobObserver:
     Args:
         job_id: the job.
         attempt: the claimed attempt number.
-        device: where the models run (`cuda` or `cpu`); CUDA memory is sampled on `cuda` only.
         metrics: the metrics to record (this process's by default).
         clock: monotonic seconds (tests pass their own).
     """
@@ -48,11 +48,10 @@ class JobObserver:
         self,
         job_id: str,
         attempt: int,
-        device: str,
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.job_id, self.attempt, self.device = job_id, attempt, device
+        self.job_id, self.attempt = job_id, attempt
         self.m = metrics or worker_metrics()
         self.clock = clock
         self.started = clock()
@@ -130,15 +129,17 @@ class JobObserver:
             self.current = None
 
     def _cuda(self, *, reset_peak: bool = False) -> None:
-        """Sample PyTorch's CUDA memory into the GPU gauges (CUDA workers only; never raises).
+        """Sample PyTorch's CUDA memory into the GPU gauges once this process has initialised CUDA
+        (its models run on a GPU); never initialises CUDA itself, never raises.
 
         Not run by the test suite: the build machine has no GPU.
         """
-        if not self.device.startswith("cuda") or self._gpu_failed:
+        torch = sys.modules.get("torch")
+        if torch is None or self._gpu_failed:
             return
         try:
-            import torch
-
+            if not torch.cuda.is_initialized():
+                return
             index = torch.cuda.current_device()
             label = f"cuda:{index}"
             if reset_peak:

@@ -58,8 +58,7 @@ def transcribe(self: Task, job_id: str) -> str:
     options, bound = record.options, bound.bind(attempt=claim.attempt)
     bound.info("job_started")
     attempt = Attempt(store, storage, job_id, claim.attempt, bound)
-    models = get_model_cache(settings)
-    observer = JobObserver(job_id, claim.attempt, models.device)
+    observer = JobObserver(job_id, claim.attempt)
     observer.start()  # job_id and attempt on every log line and Sentry event from here on
     keeper = LeaseKeeper(store, job_id, claim.attempt, settings.worker.lease_s, settings.worker.cancel_poll_s)
     keeper.start()
@@ -86,7 +85,7 @@ def transcribe(self: Task, job_id: str) -> str:
             storage.source(job_id),
             JobPaths(work=storage.work_dir(job_id), chunks=storage.chunks_dir(job_id)),
             options,
-            models,
+            get_model_cache(settings),
             settings,
             publish,
             attempt=claim.attempt,
