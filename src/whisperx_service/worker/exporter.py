@@ -26,6 +26,8 @@ What those docs require, and where it is done:
   (the default registry would count this process twice).
 
 The listener is prometheus-client's `start_http_server` (a daemon thread of the main process).
+It opens before the pool forks, so pool processes hold a copy of its socket; they never accept on
+it, and they exit with the main process.
 """
 
 from __future__ import annotations
