@@ -12,6 +12,7 @@ where a hub can be reached) or a local directory.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -312,11 +313,68 @@ class ObservabilitySettings(BaseSettings):
     log_json: bool = True
     sentry_dsn: str | None = None
     sentry_environment: str = "production"
+    metrics_address: str | None = Field(
+        None,
+        description="host:port where the gateway also serves /metrics without a key (for scrapers); unset = off",
+    )
+    worker_metrics_address: str | None = Field(
+        None, description="host:port where each worker serves its Prometheus metrics; unset = off"
+    )
+    metrics_allow_remote: bool = Field(
+        False,
+        description="Allow METRICS_ADDRESS and WORKER_METRICS_ADDRESS on a non-loopback address: whoever "
+        "reaches it reads the metrics without a key (bind a private network only)",
+    )
 
     @field_validator("log_level")
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+    @field_validator("metrics_address", "worker_metrics_address", mode="before")
+    @classmethod
+    def _address(cls, v: object) -> object:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None  # unset or empty: the listener is off
+        if isinstance(v, str):
+            split_address(v)  # raises ValueError on a malformed one
+        return v
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> Self:
+        for name, value in (
+            ("METRICS_ADDRESS", self.metrics_address),
+            ("WORKER_METRICS_ADDRESS", self.worker_metrics_address),
+        ):
+            if value and not self.metrics_allow_remote and not is_loopback_host(split_address(value)[0]):
+                raise ValueError(
+                    f"{name}={value!r} is not a loopback address; its metrics need no key, so set "
+                    "METRICS_ALLOW_REMOTE=true to serve them on a network (a private one)"
+                )
+        return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1; IPv6 may be in brackets)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets: `[::1]:9100`) -> (host without brackets, port).
+
+    Raises:
+        ValueError: no port, a port outside 1-65535, or an empty host.
+    """
+    host, sep, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9100 or [::1]:9100)")
+    return host, int(port)
 
 
 def _default(cls: type[BaseSettings]) -> Any:

@@ -1,19 +1,22 @@
 """Structured logs (one JSON object per line, or readable console lines, the job id on every line) and Sentry.
 
 `configure_logging(settings)` routes both structlog and the standard `logging` module (uvicorn,
-celery, redis) through the same processors, so every line has the same shape. Code binds the job
-id with `structlog.contextvars.bind_contextvars(job_id=...)`; it then appears on every line that
-request or task writes.
+celery, redis) through the same processors, so every line has the same shape, with the process id
+(`pid`: a worker's main process and its pool processes write to one stream). Code binds the job
+id with `structlog.contextvars.bind_contextvars(job_id=...)` (a gateway's job routes) or
+`bind_job_context` (a worker's job: `job_id`, `attempt`, `stage`, also as Sentry tags); it then
+appears on every line that request or task writes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import structlog
-from structlog.typing import FilteringBoundLogger
+from structlog.typing import EventDict, FilteringBoundLogger
 
 from whisperx_service.config import Settings
 
@@ -29,13 +32,14 @@ def configure_logging(settings: Settings) -> None:
         level = logging.INFO
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_pid,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = structlog.processors.JSONRenderer() if obs.log_json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, _wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
@@ -61,6 +65,58 @@ def configure_logging(settings: Settings) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def _wrap_for_formatter(logger: Any, name: str, event_dict: EventDict) -> tuple[Any, ...]:
+    """structlog's `ProcessorFormatter.wrap_for_formatter`, which also hands `exc_info` to the stdlib record.
+
+    The line is rendered from the event dict as before (the formatter ignores the record's
+    `exc_info` for structlog's own records); the record carries the exception too, so Sentry's
+    logging integration reports `log.exception(...)` with its traceback (and drops it as a
+    duplicate when the same exception was captured already).
+    """
+    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
+    if event_dict.get("exc_info"):
+        kwargs["exc_info"] = event_dict["exc_info"]
+    return args, kwargs
+
+
+def _add_pid(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the writing process's id as `pid`."""
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
+#: What a worker binds for a job: on its log lines (structlog context vars) and as Sentry tags.
+JOB_CONTEXT_KEYS = ("job_id", "attempt", "stage")
+
+
+def bind_job_context(**values: str | int) -> None:
+    """Put `values` (keys from `JOB_CONTEXT_KEYS`) on every log line this context writes from now
+    on, and on the Sentry events it sends as tags (the Sentry scope of this context; harmless
+    without SENTRY_DSN).
+
+    Raises:
+        ValueError: a key outside `JOB_CONTEXT_KEYS`.
+    """
+    import sentry_sdk
+
+    unknown = set(values) - set(JOB_CONTEXT_KEYS)
+    if unknown:
+        raise ValueError(f"not a job context key: {sorted(unknown)}")
+    structlog.contextvars.bind_contextvars(**values)
+    for key, value in values.items():
+        sentry_sdk.set_tag(key, str(value))
+
+
+def clear_job_context() -> None:
+    """Remove what `bind_job_context` bound (log context and Sentry tags): the job is over here."""
+    import sentry_sdk
+
+    structlog.contextvars.unbind_contextvars(*JOB_CONTEXT_KEYS)
+    scope = sentry_sdk.get_isolation_scope()
+    for key in JOB_CONTEXT_KEYS:
+        scope.remove_tag(key)
 
 
 def get_logger(name: str) -> FilteringBoundLogger:

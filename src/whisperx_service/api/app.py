@@ -3,8 +3,9 @@
     uvicorn --factory whisperx_service.api.app:app_factory
 
 The lifespan opens the async Redis client, the job store, the storage and the Celery app (used
-only to send tasks; the gateway never runs tasks and never imports torch), and starts the
-reconciler and the dispatcher (`maintenance/`). Every error leaves as
+only to send tasks; the gateway never runs tasks and never imports torch), starts the
+reconciler and the dispatcher (`maintenance/`) and, when METRICS_ADDRESS is set, the keyless
+metrics listener (`metrics.py`). Every error leaves as
 `{"error": {"code": ..., "message": ...}}` with a stable code (see `errors.py`).
 """
 
@@ -30,6 +31,7 @@ from whisperx_service.access.limits import RequestLimiter
 from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
+from whisperx_service.api.metrics import MetricsListener
 from whisperx_service.api.routes import events, health, jobs, results
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
@@ -117,6 +119,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
             app.state.celery = make_celery(settings)
         else:
             app.state.celery = celery
+        listener = MetricsListener(settings, app.state.jobs, app.state.events)
+        listener.start()  # METRICS_ADDRESS, when set; an address that cannot be bound stops the start
         log.info("gateway_started", storage=str(settings.storage.root))
         app.state.dispatch_wake = asyncio.Event()
         loops: list[asyncio.Task[None]] = []
@@ -145,6 +149,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
+            listener.close()
             await app.state.events.close()
             await blocking_client.aclose()
             await events_client.aclose()

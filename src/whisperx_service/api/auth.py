@@ -8,7 +8,6 @@ AUTH_ENABLED=false (allowed on a loopback address only) every request acts as an
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +16,7 @@ from fastapi import Depends, Request
 
 from whisperx_service.access.keys import KeyResolver
 from whisperx_service.access.limits import RequestLimiter
+from whisperx_service.config import is_loopback_host
 from whisperx_service.domain.jobs import JobRecord
 from whisperx_service.domain.keys import ApiKey, KeyOwner
 from whisperx_service.errors import AdminOnly, JobNotFound, RateLimited, Unauthorized
@@ -46,14 +46,8 @@ class Principal:
         return self.admin or (record.owner is not None and self.key is not None and record.owner.id == self.key.id)
 
 
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+#: True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1); the one rule the settings use too.
+is_loopback = is_loopback_host
 
 
 def client_address(request: Request) -> str:

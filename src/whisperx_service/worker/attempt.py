@@ -12,6 +12,7 @@ from whisperx_service.errors import JobFailure
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.records import final_record
+from whisperx_service.worker.observe import count_end
 from whisperx_service.worker.shutdown import free_working_memory
 
 #: What the task returns for a copy that found the job no longer its own.
@@ -37,9 +38,10 @@ class Attempt:
     """The attempt `attempt` of job `job_id`, claimed by this process.
 
     `end` finishes the job as this attempt (refused when another attempt owns it: fencing, or
-    when `gave_up` is set: the stall watchdog gave the attempt up, and the job is the reconciler's)
-    and writes `final.json`; `close` removes the decoded audio once the job ended here (it is only
-    kept for a rerun) and gives back the memory of a cancelled pipeline.
+    when `gave_up` is set: the stall watchdog gave the attempt up, and the job is the reconciler's),
+    writes `final.json` and counts the job in `wxs_worker_jobs_ended_total`; `close` removes the
+    decoded audio once the job ended here (it is only kept for a rerun) and gives back the memory of
+    a cancelled pipeline.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Attempt:
         if not self.ended:
             self.log.warning("job_finish_refused", status=status.value)
             return FENCED
+        count_end(status.value, error.code if error else "")
         write_final(self.store, self.storage, self.job_id, self.log)
         return status.value
 

@@ -1,8 +1,8 @@
 """Worker liveness: a heartbeat thread in the worker's main process (the gateway's /readyz counts them).
 
-Connected to Celery's signals when `tasks.py` is imported: logging is configured before the pool
-processes fork, Sentry and the heartbeat start when the worker is ready, and the heartbeat stops
-(and removes its name) at shutdown.
+Connected to Celery's signals when `tasks.py` is imported: logging and Sentry are set up before the
+pool processes fork, the heartbeat starts when the worker is ready, and it stops (and removes its
+name) at shutdown.
 """
 
 from __future__ import annotations
@@ -70,15 +70,17 @@ def _alive(process: str) -> bool:
 
 @worker_init.connect
 def _configure_logging(sender: Any = None, **_: Any) -> None:
-    # Before the pool processes are forked, so they all log the same way as the main process.
+    # Before the pool processes are forked, so they all log the same way as the main process and
+    # report to Sentry (Sentry's Celery docs: init in `worker_init`; its sender thread restarts
+    # in each forked process).
     configure_logging(sender.app.wxs_settings)
+    init_sentry(sender.app.wxs_settings, celery=True)
 
 
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     settings: Settings = sender.app.wxs_settings
     configure_logging(settings)
-    init_sentry(settings, celery=True)
     check_sigterm_remapped()
     threading.Thread(
         target=beat_loop, args=(settings, worker_name(), _beat_stop), daemon=True, name="heartbeat"

@@ -3,6 +3,7 @@ the job up when it stalls (the watchdog)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 
@@ -47,8 +48,13 @@ class LeaseKeeper(threading.Thread):
         self.cancel = threading.Event()
         self.gave_up = threading.Event()
         self.lost = False
+        # The creating thread's log context (job_id, attempt): a thread does not inherit context vars.
+        self.context = contextvars.copy_context()
 
     def run(self) -> None:
+        self.context.run(self._renew_until_stopped)
+
+    def _renew_until_stopped(self) -> None:
         while not self.stopped.wait(self.interval_s):
             if self.watch is not None and self.watch.stalled():
                 self._give_up(self.watch)

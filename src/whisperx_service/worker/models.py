@@ -4,7 +4,8 @@
 `worker_process_init`, with Celery's `worker_proc_alive_timeout` raised to cover it); a model no
 job needed then (another language's aligner) loads on first use. Never per job. The cache records
 every load, so a job can report which models it had to load (`models_loaded` in the result, by
-name, never a server path) and a test can prove the first job on a warm worker loads nothing.
+name, never a server path; its seconds in `wxs_model_load_seconds{kind}`) and a test can prove the
+first job on a warm worker loads nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import structlog
 
 from whisperx_service.config import AlignBackend, Settings
 from whisperx_service.pipeline.models import loaders
+from whisperx_service.worker.metrics import worker_metrics
 from whisperx_service.worker.stall import not_counted
 
 log = structlog.get_logger(__name__)
@@ -44,7 +46,9 @@ class ModelCache:
                 with not_counted():  # a first load in a job makes no progress: the stall watchdog waits
                     self._models[key] = load()
                 self.loads.append(label or key)
-                log.info("model_loaded", model=key, seconds=round(time.perf_counter() - t, 2))
+                seconds = time.perf_counter() - t
+                worker_metrics().model_load_seconds.labels(kind=key.split(":", 1)[0]).observe(seconds)
+                log.info("model_loaded", model=key, seconds=round(seconds, 2))
             return self._models[key]
 
     def asr(self) -> Any:

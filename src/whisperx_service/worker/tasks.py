@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
+import sentry_sdk
 import structlog
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -28,10 +29,11 @@ from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobStatus, Stage
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
-from whisperx_service.worker import heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
+from whisperx_service.worker import exporter, heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
 from whisperx_service.worker.attempt import Attempt, write_final
 from whisperx_service.worker.lease import LeaseKeeper
 from whisperx_service.worker.models import get_model_cache
+from whisperx_service.worker.observe import JobObserver, count_end
 from whisperx_service.worker.progress import JobCancelled, JobLost, ProgressPublisher
 from whisperx_service.worker.runtime import get_store, worker_name
 from whisperx_service.worker.stall import StallWatch, watching
@@ -51,6 +53,8 @@ def transcribe(self: Task, job_id: str) -> str:
     claim = store.claim(job_id, worker_name(), settings.worker.lease_s, max_attempts=settings.worker.max_attempts)
     if claim.outcome == "ended":  # cancel requested, or its workers were lost WORKER_MAX_ATTEMPTS times
         write_final(store, storage, job_id, bound)
+        ended = store.get(job_id)
+        count_end(claim.status, ended.error.code if ended is not None and ended.error else "")
         shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)
         bound.warning("job_ended_on_claim", status=claim.status, attempt=claim.attempt)
         return claim.status
@@ -67,16 +71,20 @@ def transcribe(self: Task, job_id: str) -> str:
         store, job_id, claim.attempt, settings.worker.lease_s, settings.worker.cancel_poll_s, watch=watch
     )
     attempt = Attempt(store, storage, job_id, claim.attempt, bound, gave_up=keeper.gave_up)
+    observer = JobObserver(job_id, claim.attempt)
+    observer.start()  # job_id and attempt on every log line and Sentry event from here on
     keeper.start()
-    publish = ProgressPublisher(
-        store,
-        job_id,
-        claim.attempt,
-        options,
-        settings.worker.progress_min_interval_s,
-        keeper.cancel,
-        gave_up=keeper.gave_up,
-        watch=watch,
+    publish = observer.tracking(
+        ProgressPublisher(
+            store,
+            job_id,
+            claim.attempt,
+            options,
+            settings.worker.progress_min_interval_s,
+            keeper.cancel,
+            gave_up=keeper.gave_up,
+            watch=watch,
+        )
     )
 
     def on_decoded(duration_s: float) -> None:
@@ -120,6 +128,7 @@ def transcribe(self: Task, job_id: str) -> str:
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         still_ours()
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
+        observer.succeeded(transcript.duration)
         bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
         return attempt.end(JobStatus.succeeded)
     except JobCancelled:
@@ -135,6 +144,9 @@ def transcribe(self: Task, job_id: str) -> str:
         limit = settings.worker.task_soft_time_limit_s
         return attempt.end(JobStatus.failed, TimeLimit(f"the job ran longer than {limit} s"))
     except Exception:
+        # To Sentry with the job's tags (job_id, attempt, stage); Sentry's logging integration then
+        # drops the same exception logged below (its dedupe).
+        sentry_sdk.capture_exception()
         bound.exception("job_crashed")
         return attempt.end(
             JobStatus.failed, JobCrashed("the job failed unexpectedly; the worker's log has the details")
@@ -142,3 +154,4 @@ def transcribe(self: Task, job_id: str) -> str:
     finally:
         keeper.stopped.set()
         attempt.close()
+        observer.close()

@@ -1,4 +1,5 @@
-"""/healthz, /readyz (Redis, storage, a live worker with its models warm) and /metrics (shared counters in Redis)."""
+"""/healthz, /readyz (Redis, storage, a live worker with its models warm) and /metrics (shared
+counters, queue depth and running jobs in Redis)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 import redis
 
-from tests.integration.api.conftest import Gateway
+from tests.integration.api.conftest import Gateway, wait_until
 from whisperx_service.domain.jobs import JobStatus
 from whisperx_service.domain.workers import DeviceInfo, ModelStatus, ProcessState, WorkerFailure, WorkerProcess
 from whisperx_service.store.jobs import JobStore, heartbeat
@@ -143,10 +144,26 @@ def test_metrics_expose_the_shared_counters(
         assert name in before.text
     assert _sample(before.text, "wxs_jobs_submitted_total") == 0
 
+    assert _sample(before.text, 'wxs_queue_depth{where="held"}') == 0
+    assert _sample(before.text, 'wxs_queue_depth{where="broker"}') == 0
+    assert _sample(before.text, "wxs_jobs_running") == 0
+
     job_id = submit()
+
+    # Held on its key's pending list, then sent to the broker by the dispatcher (no worker takes it).
+    def sent() -> bool:
+        text = gateway.client.get("/metrics").text
+        return (
+            _sample(text, 'wxs_queue_depth{where="held"}') == 0
+            and _sample(text, 'wxs_queue_depth{where="broker"}') == 1
+        )
+
+    wait_until(sent, what="the job counted in the broker's queue")
     claim = worker_store.claim(job_id, "w", lease_s=60)
+    assert _sample(gateway.client.get("/metrics").text, "wxs_jobs_running") == 1
     worker_store.finish(job_id, JobStatus.succeeded, attempt=claim.attempt)
     after = gateway.client.get("/metrics").text
+    assert _sample(after, "wxs_jobs_running") == 0
     assert _sample(after, "wxs_jobs_submitted_total") == 1
     assert _sample(after, "wxs_upload_bytes_total") > 0
     assert _sample(after, 'wxs_jobs_finished_total{outcome="succeeded"}') == 1

@@ -1,30 +1,21 @@
-"""`/healthz` (alive), `/readyz` (can take work) and `/metrics` (Prometheus).
-
-The job counters live in Redis (shared by every gateway and worker process), so `/metrics` reads
-them at scrape time and renders them with a throwaway registry; only `wxs_sse_clients` and
-`wxs_sse_job_readers` are local to this gateway process.
-"""
+"""`/healthz` (alive), `/readyz` (can take work) and `/metrics` (Prometheus; `api/metrics.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from whisperx_service.api.auth import AdminDep
 from whisperx_service.api.deps import JobsDep, SettingsDep, StorageDep
 from whisperx_service.api.event_hub import EventHub
-from whisperx_service.domain.jobs import TERMINAL
+from whisperx_service.api.metrics import read_snapshot, registry_of
 from whisperx_service.domain.workers import WorkerFailure, WorkerStatus
 from whisperx_service.logs import get_logger
 from whisperx_service.store import workers
-from whisperx_service.store.jobs import DURATION_BUCKETS_S
 
 router = APIRouter(tags=["health"])
 log = get_logger(__name__)
@@ -91,57 +82,15 @@ def _not_ready_reason(redis_ok: bool, storage_ok: bool, live: list[WorkerStatus]
     return "no ready worker: " + "; ".join(why)
 
 
-class _SharedCounters(Collector):
-    """Prometheus view of the counters hash in Redis plus the gateway's open event streams and readers."""
-
-    def __init__(self, counters: Mapping[str, str], sse_clients: int, sse_readers: int) -> None:
-        self.counters = counters
-        self.sse_clients = sse_clients
-        self.sse_readers = sse_readers
-
-    def _num(self, key: str) -> float:
-        try:
-            return float(self.counters.get(key) or 0)
-        except ValueError:
-            return 0.0
-
-    def collect(self) -> Iterator[Metric]:
-        submitted = CounterMetricFamily("wxs_jobs_submitted", "Jobs accepted by the gateway")
-        submitted.add_metric([], self._num("submitted"))
-        yield submitted
-        finished = CounterMetricFamily("wxs_jobs_finished", "Jobs that ended, by outcome", labels=["outcome"])
-        for status in sorted(TERMINAL):
-            finished.add_metric([status.value], self._num(f"finished:{status.value}"))
-        yield finished
-        upload = CounterMetricFamily("wxs_upload_bytes", "Bytes of accepted uploads")
-        upload.add_metric([], self._num("upload_bytes"))
-        yield upload
-        # The counters are cumulative already: a job increments every bucket whose bound it fits.
-        buckets = [(f"{le:g}", self._num(f"duration_bucket:{le:g}")) for le in DURATION_BUCKETS_S]
-        buckets.append(("+Inf", self._num("duration_bucket:+Inf")))
-        yield HistogramMetricFamily(
-            "wxs_job_duration_seconds",
-            "Seconds from submission to the terminal status",
-            buckets=buckets,
-            sum_value=self._num("duration_sum"),
-        )
-        sse = GaugeMetricFamily("wxs_sse_clients", "Open event streams on this gateway process")
-        sse.add_metric([], self.sse_clients)
-        yield sse
-        readers = GaugeMetricFamily("wxs_sse_job_readers", "Jobs whose events this gateway process reads from Redis")
-        readers.add_metric([], self.sse_readers)
-        yield readers
-
-
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request, _: AdminDep, jobs: JobsDep) -> Response:
-    """Prometheus text exposition of the shared job counters (read from Redis at scrape time); admin keys only.
+async def metrics(request: Request, _: AdminDep, jobs: JobsDep, settings: SettingsDep) -> Response:
+    """Prometheus text exposition of the shared job counters, queue depth and running jobs (read
+    from Redis at scrape time) and this process's event streams; admin keys only (METRICS_ADDRESS
+    serves the same without a key).
 
     Raises:
         redis.ConnectionError: Redis does not answer (answered as 503).
     """
-    counters = await jobs.metrics()
-    registry = CollectorRegistry(auto_describe=False)
+    snapshot = await read_snapshot(jobs, settings)
     hub: EventHub = request.app.state.events
-    registry.register(_SharedCounters(counters, hub.streams, hub.readers))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry_of(snapshot, hub)), media_type=CONTENT_TYPE_LATEST)
