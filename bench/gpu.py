@@ -308,14 +308,14 @@ def run_once(
         torch.cuda.reset_peak_memory_stats()
     sampler = Sampler(nvml)
     sampler.start()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     tr = run_pipeline(
         src, paths, JobOptions(diarize=diarize, num_speakers=num_speakers if diarize else None), models, settings,
         lambda *a: None,
     )  # fmt: skip
     if cuda:
         torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sampler.stop.set()
     sampler.join()
     shutil.rmtree(work, ignore_errors=True)
@@ -325,6 +325,7 @@ def run_once(
         "wall_s": round(wall, 2),
         "rtf": round(wall / tr.duration, 4) if tr.duration else None,
         "x_realtime": round(tr.duration / wall, 1) if wall else None,
+        "cpu_s": round(cpu, 1),
         "stage_s": tr.timings,
         "stages": ["transcribe", "align", *(["diarize"] if diarize else [])],
         "chunks": tr.chunks,
@@ -530,6 +531,7 @@ def main() -> None:
                     "wall_s": round(main_run.wall_s, 2),
                     "queued_s": round(main_run.queued_s, 2),
                     "running_s": round(main_run.running_s, 2),
+                    "worker_cpu_s": round(main_run.worker_cpu_s, 1),
                     "stage_s": main_run.result.get("timings"),
                     "models_loaded": main_run.result.get("models_loaded"),
                     "rtf": round(main_run.wall_s / main_run.result["duration"], 4)

@@ -46,6 +46,9 @@ class JobRun:
     queued_s: float
     #: Job record: started_at -> finished_at (the worker's whole task).
     running_s: float
+    #: CPU seconds (user + system, all threads) the worker's pool process used from submit to terminal
+    #: event: on a shared machine this moves less with other load than wall time does.
+    worker_cpu_s: float
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,6 +129,7 @@ class BenchService:
         """
         data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in fields.items()}
         timeout = httpx.Timeout(60.0, read=timeout_s)
+        cpu0 = self.worker_cpu_s()
         with httpx.Client(base_url=self.url, timeout=timeout) as c:
             t0 = time.perf_counter()
             with path.open("rb") as f:
@@ -143,6 +147,7 @@ class BenchService:
             if ended is None:
                 raise RuntimeError(f"job {job_id}: the event stream ended without a terminal event")
             wall_s = ended - t0
+            cpu_s = self.worker_cpu_s() - cpu0
             record = c.get(f"/v1/jobs/{job_id}").json()
             result = c.get(f"/v1/jobs/{job_id}/result", params={"format": "json"})
         return JobRun(
@@ -152,8 +157,18 @@ class BenchService:
             wall_s=wall_s,
             queued_s=_between(record.get("created_at"), record.get("started_at")),
             running_s=_between(record.get("started_at"), record.get("finished_at")),
+            worker_cpu_s=cpu_s,
             result=result.json() if result.status_code == 200 else {"error": result.text[:500]},
         )
+
+    def worker_cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the worker's pool processes (children of the worker)."""
+        worker = self.procs[0].pid
+        try:
+            children = Path(f"/proc/{worker}/task/{worker}/children").read_text().split()
+        except OSError:
+            return 0.0
+        return sum(process_cpu_s(int(pid)) for pid in children)
 
     def stop(self) -> None:
         """SIGTERM both processes (their whole sessions), SIGKILL after 20 s; delete this service's keys."""
@@ -173,6 +188,15 @@ class BenchService:
             r.close()
         except redis.RedisError:
             pass
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _between(a: str | None, b: str | None) -> float:
