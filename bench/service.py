@@ -47,7 +47,7 @@ class JobRun:
     #: Job record: started_at -> finished_at (the worker's whole task).
     running_s: float
     #: CPU seconds (user + system, all threads) the worker's pool process used from submit to terminal
-    #: event: on a shared machine this moves less with other load than wall time does.
+    #: event (it moves with other load too: OpenMP threads spin while they wait).
     worker_cpu_s: float
     result: dict[str, Any] = field(default_factory=dict)
 
