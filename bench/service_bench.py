@@ -13,8 +13,9 @@ twice: each job's submit-to-terminal time and the models it had to load. Target:
 <= 1.2 (models loaded when the worker starts, not in its first job).
 
 Both record the machine's 1-minute load average before and after: on a shared machine the wall
-times move with it. So the CPU seconds each way used are recorded too (this process for the
-in-process runs, the worker's pool process for the service), which other load moves far less.
+times move with it. The CPU seconds each way used are recorded too (this process for the
+in-process runs, the worker's pool process for the service); they move with load as well (torch's
+OpenMP threads spin while they wait), though less than wall time.
 """
 
 from __future__ import annotations
