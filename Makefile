@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # benchmarks get 1 below unless the environment sets it.
 export PYANNOTE_METRICS_ENABLED := 0
 
-.PHONY: help install run test test-fast test-docker lint bench up
+.PHONY: help install run test test-fast test-docker lint bench bench-gpu up
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,9 @@ lint: ## ruff (lint + format check) and mypy --strict on src/
 bench: export HF_HUB_OFFLINE ?= 1
 bench: install ## Benchmarks; writes bench/results.json
 	$(PY) bench/run.py
+
+bench-gpu: ## GPU benchmark (1 h, every stage, in-process and service); writes bench/results-gpu.json
+	$(PY) bench/gpu.py --out bench/results-gpu.json
 
 up: ## Run the GPU stack with Docker Compose
 	docker compose -f docker-compose.gpu.yml up --build

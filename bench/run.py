@@ -18,6 +18,14 @@ as one chunk (`rtf`) and once in 150 s chunks with 30 s overlap (`rtf_chunked`, 
 
 sse: 1,000 event streams on one job of one gateway process, with side requests (bench/sse_bench.py).
 
+overhead: the service's RTF beside WhisperX's own API and the service's pipeline, in-process, on the
+same 2-minute file and models (bench/service_bench.py). Target: <= 3 % over WhisperX.
+
+warm: first and second job on the same 30 s clip through a freshly started worker
+(bench/service_bench.py). Target: first / second <= 1.2.
+
+The GPU benchmark is bench/gpu.py (`make bench-gpu`, bench/results-gpu.json).
+
 One benchmark alone: `python bench/run.py --only sse --redis-url redis://127.0.0.1:6379/10`.
 """
 
@@ -36,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from common import free_port, start_gateway
+from common import free_port, sample_wav, start_gateway, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.json"
@@ -157,7 +165,7 @@ def bench_upload(size: int, redis_url: str) -> dict[str, float | int | bool]:
     }
 
 
-SAMPLE = Path(__import__("pyannote.audio").audio.__file__).parent / "sample" / "sample.wav"
+SAMPLE = sample_wav()
 
 
 def _looped(minutes: int, out: Path, codec: list[str]) -> Path:
@@ -283,7 +291,10 @@ def bench_rtf(minutes: int = 10, chunk_s: float | None = None) -> dict[str, floa
 def main() -> None:
     """Run the selected benchmarks and merge their numbers into bench/results.json."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--only", choices=["upload", "decode", "rtf", "rtf_chunked", "sse"], action="append")
+    ap.add_argument(
+        "--only", choices=["upload", "decode", "rtf", "rtf_chunked", "sse", "overhead", "warm"], action="append"
+    )
+    ap.add_argument("--overhead-minutes", type=float, default=2.0)
     ap.add_argument("--sse-streams", type=int, default=1000)
     ap.add_argument("--upload-bytes", type=int, default=2 * 1024 * MiB)
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
@@ -311,7 +322,17 @@ def main() -> None:
 
         results["sse"] = bench_sse(args.redis_url, streams=args.sse_streams)
         print("sse:", json.dumps(results["sse"]))
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.only or "overhead" in args.only:
+        from service_bench import bench_overhead
+
+        results["overhead"] = bench_overhead(args.redis_url, minutes=args.overhead_minutes)
+        print("overhead:", json.dumps(results["overhead"]))
+    if not args.only or "warm" in args.only:
+        from service_bench import bench_warm
+
+        results["warm"] = bench_warm(args.redis_url)
+        print("warm:", json.dumps(results["warm"]))
+    write_json_atomic(RESULTS, results)
     print(f"wrote {RESULTS}")
 
 

@@ -93,3 +93,19 @@ def test_two_deployments_share_a_redis(settings: Settings, redis_client: redis.R
         q.close()
     one.close()
     two.close()
+
+
+def test_prioritised_messages_wait_in_the_step_lists_the_adapter_reads(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """kombu puts a message with priority p on `queue + Channel.sep + step` (PRIORITY_STEPS); the service
+    sends none, but a message sent so by hand must still count as in the broker for the reconciler."""
+    app, s = _app(settings, "dep1")
+    queue, keys = s.worker.queue, BrokerKeys.of(s)
+    app.send_task(TRANSCRIBE_TASK, args=[JOB_A], task_id=JOB_A, queue=queue, priority=9)
+    lists = keys.queue(queue)
+    lengths = [redis_client.llen(k) for k in lists]
+    assert sum(lengths) == 1 and lengths[0] == 0, f"priority 9 lands in a step list, not the plain one: {lengths}"
+    assert waiting_job_ids(redis_client, keys, queue) == [JOB_A]
+    assert _in_broker(s, queue, time.time()) == {JOB_A}
+    app.close()
