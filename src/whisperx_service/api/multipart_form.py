@@ -48,6 +48,9 @@ class FormSpec(Generic[T]):
             file part begins (so bad fields sent first are refused before the file is read) and
             after the body. Raises a `ServiceError` (InvalidRequest, InvalidParameter, ...).
         max_fields: most field parts in all (bounds the body: see `upload.body_limit`).
+        answer_only: fields that shape only the answer, not the job (e.g. OpenAI's
+            `response_format`): left out of the fingerprint, so a repeat with the same
+            Idempotency-Key may ask for the same job in another format.
     """
 
     names: frozenset[str]
@@ -55,6 +58,7 @@ class FormSpec(Generic[T]):
     repeatable: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
     max_fields: int = 0
+    answer_only: frozenset[str] = frozenset()
 
     def accepts(self, name: str) -> bool:
         """True when `name` is a field of this form (not `file`)."""
@@ -253,13 +257,15 @@ class FormReader:
 
     def fingerprint(self) -> str:
         """SHA-256 hex of the upload's content: the file's bytes, its cleaned name and every field
-        (repeated ones in order). Multipart framing (the boundary, part order) does not count, so
-        one request sent again by a client gives the same fingerprint."""
+        (repeated ones in order) but the spec's `answer_only` ones. Multipart framing (the
+        boundary, part order) does not count, so one request sent again by a client gives the
+        same fingerprint."""
+        skip = self.spec.answer_only
         doc = {
             "file_sha256": self._file_hash.hexdigest(),
             "filename": self.filename,
-            "fields": self.fields,
-            "multi": self.multi,
+            "fields": {k: v for k, v in self.fields.items() if k not in skip},
+            "multi": {k: v for k, v in self.multi.items() if k not in skip},
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
 

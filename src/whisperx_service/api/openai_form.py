@@ -20,6 +20,8 @@ Fields (OpenAI's, plus WhisperX's as extra fields; arrays come as `x[]` or `x`, 
   whose English words are not in the audio): the job options of the same names.
 
 Every bad value is 400 `invalid_parameter` naming the parameter (OpenAI's clients expect 400).
+The fields in `ANSWER_ONLY` do not count for an Idempotency-Key: a repeat may ask for the same
+job in another format.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ _ARRAYS = ("timestamp_granularities", "include", "keywords", "languages", "known
 _REPEATABLE = frozenset(f"{name}[]" for name in _ARRAYS) | frozenset(
     {"include", "keywords", "languages", "known_speaker_names", "known_speaker_references"}
 )
+#: Fields that shape only the answer: a repeat with the same Idempotency-Key may change them and
+#: gets the same job in another shape.
+ANSWER_ONLY = frozenset(
+    {"response_format", "timestamp_granularities", "timestamp_granularities[]", "stream", "temperature",
+     "include", "include[]"}
+)  # fmt: skip
 _TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 
 
@@ -181,6 +189,7 @@ def openai_form(task: Task) -> FormSpec[OpenAIRequest]:
         repeatable=_REPEATABLE,
         prefixes=("chunking_strategy[",),
         max_fields=MAX_FIELDS,
+        answer_only=ANSWER_ONLY,
     )
 
 

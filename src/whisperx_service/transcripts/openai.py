@@ -199,7 +199,8 @@ def stream_events(t: Transcript, *, diarized: bool) -> list[dict[str, Any]]:
     One `transcript.text.delta` per segment (its text, with the word separator before every segment
     but the first, so the deltas joined are the done event's text; `segment_id` when diarized), a
     `transcript.text.segment` after each delta when diarized, and one `transcript.text.done` with
-    the full text and the usage.
+    the full text and the usage. The usage is the duration shape of the other answers (OpenAI's
+    type for this event names the token usage of its gpt-4o models, which Whisper has not).
     """
     events: list[dict[str, Any]] = []
     sep = word_separator(t.language)
