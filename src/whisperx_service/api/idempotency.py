@@ -4,7 +4,9 @@ The same key from the same API key within IDEMPOTENCY_TTL_S gets the first reque
 job API answers the first answer again (same status and body, plus `Idempotent-Replayed: true`),
 the OpenAI routes wait on the same job. The repeat's body is read and hashed, never stored
 (`upload.digest_upload`). The same key with another file, other fields or on another route is
-409 `idempotency_conflict`. While the first request still uploads, a repeat (a concurrent twin)
+409 `idempotency_conflict`; fields that only shape the answer (`FormSpec.answer_only`: OpenAI's
+`response_format`, `timestamp_granularities[]`, `stream`, `temperature`) may differ, so a repeat
+can fetch the same job in another format. While the first request still uploads, a repeat (a concurrent twin)
 is 409 `idempotency_in_progress` with `Retry-After: 1`: the official OpenAI clients retry a 409
 after it, and then get the job. Redis state: `store/idempotency.py`.
 """
