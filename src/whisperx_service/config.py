@@ -81,6 +81,12 @@ class ApiSettings(BaseSettings):
         default_factory=lambda: ["*"], description="Host headers accepted (comma-separated JSON list); * = any"
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty = none")
+    openai_cancel_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a /v1/audio/* job lives on after every request waiting on it disconnected "
+        "(a client's retry with the same Idempotency-Key picks it up); then it is cancelled",
+    )
 
 
 class AuthSettings(BaseSettings):
@@ -138,6 +144,12 @@ class LimitsSettings(BaseSettings):
     )
     sse_max_streams: int = Field(
         5000, gt=0, description="Open event streams in all per gateway process; beyond: 429 too_many_streams"
+    )
+    idempotency_ttl_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds an Idempotency-Key of a submission is remembered (per API key): a repeat "
+        "within it gets the first request's job",
     )
 
 

@@ -8,13 +8,19 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── Unauthorized                   401 unauthorized         no key, a malformed, unknown or revoked key
      ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
      ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
+     ├── InvalidParameter               400 invalid_parameter    a bad parameter of an OpenAI-compatible route
+     ├── Unsupported                    400 unsupported          an OpenAI parameter this service does not offer
      ├── RouteNotFound                  404 not_found            no such route
+     ├── ModelNotFound                  404 model_not_found      GET /v1/models/{id} of a model no worker serves
      ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
      ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
      ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
      ├── JobFinished                    409 job_finished         cancel of a job that already ended
      ├── JobRunning                     409 job_running          purge of a job a worker runs
+     ├── JobCancelled                   409 job_cancelled        an OpenAI request's job was cancelled before it ended
+     ├── IdempotencyConflict            409 idempotency_conflict the Idempotency-Key was used with other content
+     ├── IdempotencyInProgress          409 idempotency_in_progress  the first request with the key still uploads
      ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
      ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
      ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
@@ -34,6 +40,8 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
           │                                                      worker: the failed job's code)
           ├── ModelLoadFailed               model_load_failed    a model cannot be loaded
           ├── LanguageNotSupported          language_not_supported  English-only model, another language asked
+          ├── TranslationNotSupported   400 translation_not_supported  English-only model, translation asked (at
+          │                                                      the gateway: 400; in the worker: the job's code)
           ├── TimeLimit                     time_limit           ran past WORKER_TASK_SOFT_TIME_LIMIT_S
           ├── WorkerLost                    worker_lost          its workers died WORKER_MAX_ATTEMPTS times
           └── JobCrashed                    job_crashed          an unexpected error in the worker (see its log)
@@ -104,6 +112,31 @@ class MalformedMultipart(ServiceError):
     http_status = 400
 
 
+class InvalidParameter(ServiceError):
+    """A parameter of an OpenAI-compatible route (`/v1/audio/*`) is malformed: an unknown
+    `response_format`, a bad `timestamp_granularities[]`, a non-number `temperature`. OpenAI's
+    clients expect 400 here, not 422; `param` names the parameter."""
+
+    code = "invalid_parameter"
+    http_status = 400
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Unsupported(ServiceError):
+    """An OpenAI parameter this service accepts by name but does not offer (`known_speaker_names[]`,
+    `known_speaker_references[]`); `param` names it."""
+
+    code = "unsupported"
+    http_status = 400
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class RouteNotFound(ServiceError):
     """No route matches the path."""
 
@@ -115,6 +148,13 @@ class JobNotFound(ServiceError):
     """The job does not exist (or is not visible to the caller)."""
 
     code = "job_not_found"
+    http_status = 404
+
+
+class ModelNotFound(ServiceError):
+    """`GET /v1/models/{id}` of a model the service does not serve."""
+
+    code = "model_not_found"
     http_status = 404
 
 
@@ -151,6 +191,39 @@ class JobRunning(ServiceError):
 
     code = "job_running"
     http_status = 409
+
+
+class JobCancelled(ServiceError):
+    """The job an OpenAI-compatible request waited on was cancelled (`DELETE /v1/jobs/{id}`, or
+    every request waiting on it disconnected) before it ended."""
+
+    code = "job_cancelled"
+    http_status = 409
+
+
+class IdempotencyConflict(ServiceError):
+    """The `Idempotency-Key` was used before by the same API key with other content (another
+    file, other fields, or another route); the answer says not to retry (`x-should-retry: false`)."""
+
+    code = "idempotency_conflict"
+    http_status = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers["x-should-retry"] = "false"
+
+
+class IdempotencyInProgress(ServiceError):
+    """A request with the same `Idempotency-Key` is still uploading; retry after `Retry-After` (s),
+    when the first request's job exists and the retry gets its answer."""
+
+    code = "idempotency_in_progress"
+    http_status = 409
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(max(1, retry_after_s))
 
 
 class PayloadTooLarge(ServiceError):
@@ -303,6 +376,15 @@ class LanguageNotSupported(JobFailure):
 
     code = "language_not_supported"
     public_message = "the ASR model is English-only; another language was asked for"
+
+
+class TranslationNotSupported(JobFailure):
+    """A translation was asked of an English-only ASR model: 400 at the gateway when it knows the
+    model (ASR_MODEL, or ASR_DEVICE=cpu with the packaged `tiny.en`), else the failed job's code."""
+
+    code = "translation_not_supported"
+    http_status = 400
+    public_message = "the ASR model is English-only; translation needs a multilingual model"
 
 
 class TimeLimit(JobFailure):

@@ -32,11 +32,13 @@ from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.metrics import MetricsListener
-from whisperx_service.api.routes import events, health, jobs, results
+from whisperx_service.api.routes import events, health, jobs, openai, results
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.idempotency import IdempotencyStore
+from whisperx_service.store.keys import Keys
 
 log = get_logger(__name__)
 
@@ -112,6 +114,8 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         app.state.jobs = AsyncJobStore.from_settings(client, settings)
         app.state.storage = Storage(settings.storage.root)
         app.state.keys = KeyResolver(client, settings)
+        app.state.idempotency = IdempotencyStore(client, Keys.of(settings))
+        app.state.background = set()  # tasks that outlive their request (OpenAI disconnect cancels)
         app.state.limiter = RequestLimiter(settings, client)
         if celery is None:
             from whisperx_service.broker.celery_app import make_celery
@@ -145,7 +149,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for loop in loops:
+            for loop in [*loops, *app.state.background]:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
@@ -170,15 +174,15 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "x-should-retry"],
         )
     if settings.api.allowed_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.allowed_hosts)
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
-    for module in (jobs, events, results, health):
+    for module in (jobs, events, results, health, openai):
         app.include_router(module.router)
     return app
 

@@ -16,6 +16,7 @@ from whisperx_service.domain.jobs import is_job_id
 from whisperx_service.errors import JobNotFound
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.idempotency import IdempotencyStore
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -48,6 +49,12 @@ def get_keys(request: Request) -> KeyResolver:
     return keys
 
 
+def get_idempotency(request: Request) -> IdempotencyStore:
+    """The Idempotency-Key store (Redis)."""
+    store: IdempotencyStore = request.app.state.idempotency
+    return store
+
+
 def valid_job_id(job_id: Annotated[str, Path(description="Job id (32 lowercase hex characters)")]) -> str:
     """The job id from the path, if it can be one.
 
@@ -65,3 +72,4 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 JobIdDep = Annotated[str, Depends(valid_job_id)]
 KeysDep = Annotated[KeyResolver, Depends(get_keys)]
+IdempotencyDep = Annotated[IdempotencyStore, Depends(get_idempotency)]

@@ -1,14 +1,20 @@
-"""Multipart parser callbacks: the file part goes to a `SourceWriter`, option fields are collected.
+"""Multipart parser callbacks: the file part goes to a `SourceWriter`, the other fields are collected.
 
 The first `SNIFF_BYTES` of the file are held back until libmagic has looked at them, so a file
-that is not audio or video is refused before anything is written.
+that is not audio or video is refused before anything is written. Which fields a route accepts,
+and what it makes of them, is its `FormSpec` (`JOB_FORM` for POST /v1/jobs). While the body
+streams, the file's bytes are hashed (SHA-256): with the fields and the file name they make the
+upload's fingerprint, which tells a repeated submission from a different one (Idempotency-Key).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import magic
 from pydantic import ValidationError
@@ -25,6 +31,45 @@ if TYPE_CHECKING:
 FILE_FIELD = "file"
 #: Form fields accepted besides the file: exactly the `JobOptions` fields.
 OPTION_FIELDS = frozenset(JobOptions.model_fields)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FormSpec(Generic[T]):
+    """The form fields a route accepts besides `file`, and what it makes of them.
+
+    Attributes:
+        names: fields given at most once.
+        repeatable: fields that may repeat (`x[]`); their values are kept in order.
+        prefixes: fields accepted by name prefix (e.g. `chunking_strategy` for `chunking_strategy[type]`),
+            once each.
+        parse: builds the route's value from (single fields, repeated fields); it runs when the
+            file part begins (so bad fields sent first are refused before the file is read) and
+            after the body. Raises a `ServiceError` (InvalidRequest, InvalidParameter, ...).
+        max_fields: most field parts in all (bounds the body: see `upload.body_limit`).
+        answer_only: fields that shape only the answer, not the job (e.g. OpenAI's
+            `response_format`): left out of the fingerprint, so a repeat with the same
+            Idempotency-Key may ask for the same job in another format.
+    """
+
+    names: frozenset[str]
+    parse: Callable[[Mapping[str, str], Mapping[str, list[str]]], T]
+    repeatable: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    max_fields: int = 0
+    answer_only: frozenset[str] = frozenset()
+
+    def accepts(self, name: str) -> bool:
+        """True when `name` is a field of this form (not `file`)."""
+        return name in self.names or name in self.repeatable or name.startswith(self.prefixes)
+
+    @property
+    def field_limit(self) -> int:
+        """Most field parts a body may carry: `max_fields`, or one per single field."""
+        return self.max_fields or len(self.names)
+
+
 #: Bytes of the file libmagic looks at before anything is written.
 SNIFF_BYTES = 2048
 #: Media types (from libmagic) accepted besides every `audio/*` and `video/*`.
@@ -65,25 +110,32 @@ def media_type_allowed(media_type: str) -> bool:
 
 @dataclass(eq=False)
 class FormReader:
-    """Parser callbacks: route the file part to disk and collect the small option fields.
+    """Parser callbacks: route the file part to disk (or only hash it) and collect the small fields.
+
+    With `tmp_path` None the file is only counted and hashed, never written (the repeat of an
+    idempotent submission: its fingerprint is compared, its bytes are not kept).
 
     Raises (from the callbacks, so from `MultipartParser.write`):
-        InvalidRequest: a part without a name, an unknown or repeated field, a field over
-            `max_field_bytes`, a value that is not UTF-8, invalid options.
+        InvalidRequest: a part without a name, an unknown or repeated field, too many fields, a
+            field over `max_field_bytes`, a value that is not UTF-8; whatever `spec.parse` raises.
         PayloadTooLarge: the file part exceeds `max_file_bytes`.
         UnsupportedMedia: libmagic says the file is not audio or video.
     """
 
-    tmp_path: Path
+    tmp_path: Path | None
     max_file_bytes: int
     max_field_bytes: int
+    spec: FormSpec[Any]
     writer: SourceWriter | None = None
     size: int = 0
     filename: str | None = None
     media_type: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+    multi: dict[str, list[str]] = field(default_factory=dict)
     file_seen: bool = False
     done: bool = False
+    _file_hash: Any = field(default_factory=hashlib.sha256)
+    _field_parts: int = 0
     _headers: dict[bytes, bytes] = field(default_factory=dict)
     _hname: bytearray = field(default_factory=bytearray)
     _hvalue: bytearray = field(default_factory=bytearray)
@@ -131,14 +183,18 @@ class FormReader:
             self.file_seen = True
             raw_name = params.get(b"filename")
             self.filename = clean_filename(raw_name.decode("utf-8", "replace") if raw_name else None)
-            parse_options(self.fields)  # refuse bad options sent before the file, before reading it
-            self.writer = SourceWriter(self.tmp_path)
-        elif name in OPTION_FIELDS:
+            self.spec.parse(self.fields, self.multi)  # refuse bad fields sent before the file, before reading it
+            if self.tmp_path is not None:
+                self.writer = SourceWriter(self.tmp_path)
+        elif self.spec.accepts(name):
             if name in self.fields:
                 raise InvalidRequest(f"form field {name!r} given more than once")
+            self._field_parts += 1
+            if self._field_parts > self.spec.field_limit:
+                raise InvalidRequest(f"more than {self.spec.field_limit} form fields")
             self._value.clear()
         else:
-            raise InvalidRequest(f"unknown form field {name[:64]!r}; expected `file` and job options")
+            raise InvalidRequest(f"unknown form field {name[:64]!r}; expected `file` and the route's fields")
         self._part = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -156,7 +212,9 @@ class FormReader:
         self.size += n
         if self.size > self.max_file_bytes:
             raise PayloadTooLarge(f"upload exceeds the limit of {self.max_file_bytes} bytes")
-        assert self.writer is not None
+        self._file_hash.update(memoryview(data)[start:end])
+        if self.writer is None:  # hashing only (tmp_path None)
+            return
         if self._sniff is None:
             self.writer.append(memoryview(data)[start:end])
             return
@@ -185,16 +243,34 @@ class FormReader:
             self._check_type()
         elif self._part is not None:
             try:
-                self.fields[self._part] = self._value.decode("utf-8")
+                value = self._value.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidRequest(f"form field {self._part!r} is not UTF-8") from None
+            if self._part in self.spec.repeatable:
+                self.multi.setdefault(self._part, []).append(value)
+            else:
+                self.fields[self._part] = value
         self._part = None
 
     def _end(self) -> None:
         self.done = True
 
+    def fingerprint(self) -> str:
+        """SHA-256 hex of the upload's content: the file's bytes, its cleaned name and every field
+        (repeated ones in order) but the spec's `answer_only` ones. Multipart framing (the
+        boundary, part order) does not count, so one request sent again by a client gives the
+        same fingerprint."""
+        skip = self.spec.answer_only
+        doc = {
+            "file_sha256": self._file_hash.hexdigest(),
+            "filename": self.filename,
+            "fields": {k: v for k, v in self.fields.items() if k not in skip},
+            "multi": {k: v for k, v in self.multi.items() if k not in skip},
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
 
-def parse_options(fields: dict[str, str]) -> JobOptions:
+
+def parse_options(fields: Mapping[str, str]) -> JobOptions:
     """Validate the option fields (empty values mean 'not given').
 
     Raises:
@@ -208,3 +284,7 @@ def parse_options(fields: dict[str, str]) -> JobOptions:
             where = ".".join(str(x) for x in err["loc"])
             parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
         raise InvalidRequest("; ".join(parts)) from None
+
+
+#: The form of POST /v1/jobs: the `JobOptions` fields, each at most once.
+JOB_FORM: FormSpec[JobOptions] = FormSpec(names=OPTION_FIELDS, parse=lambda fields, _multi: parse_options(fields))

@@ -19,8 +19,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -30,10 +32,9 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from whisperx_service import media
-from whisperx_service.api.multipart_form import OPTION_FIELDS, UNSUPPORTED_MEDIA, FormReader, parse_options
+from whisperx_service.api.multipart_form import JOB_FORM, UNSUPPORTED_MEDIA, FormReader, FormSpec
 from whisperx_service.api.writer import WRITE_BATCH_BYTES
 from whisperx_service.config import LimitsSettings
-from whisperx_service.domain.jobs import JobOptions
 from whisperx_service.errors import (
     AudioTooLong,
     EmptyUpload,
@@ -66,25 +67,29 @@ _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?
 FREE_CHECK_BYTES = WRITE_BATCH_BYTES
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True, slots=True)
-class Upload:
+class Upload(Generic[T]):
     """A finished upload; the file is at `Storage.source(job_id)`."""
 
     job_id: str
-    options: JobOptions
+    form: T  # what the route's `FormSpec.parse` made of the fields (JobOptions for POST /v1/jobs)
     filename: str | None  # the client's name, cleaned (metadata only)
     size_bytes: int
     media_type: str  # libmagic's verdict on the first bytes
     media: MediaInfo  # ffprobe's: demuxer, duration, audio streams
+    fingerprint: str  # `FormReader.fingerprint`: SHA-256 hex of the file, its name and the fields
 
 
-def body_limit(limits: LimitsSettings) -> int:
-    """Most bytes a POST /v1/jobs body may have: the file, every option field at its limit, and
+def body_limit(limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int:
+    """Most bytes a body of the form `spec` may have: the file, every field at its limit, and
     `MULTIPART_OVERHEAD_BYTES` for boundaries and part headers."""
-    return limits.max_upload_bytes + len(OPTION_FIELDS) * limits.max_form_field_bytes + MULTIPART_OVERHEAD_BYTES
+    return limits.max_upload_bytes + spec.field_limit * limits.max_form_field_bytes + MULTIPART_OVERHEAD_BYTES
 
 
-def check_content_length(request: Request, limits: LimitsSettings) -> int | None:
+def check_content_length(request: Request, limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int | None:
     """Refuse a body that announces itself as too large, before reading any of it.
 
     Returns:
@@ -100,7 +105,7 @@ def check_content_length(request: Request, limits: LimitsSettings) -> int | None
         length = int(raw)
     except ValueError:
         raise InvalidRequest("Content-Length is not a number") from None
-    if length > body_limit(limits):
+    if length > body_limit(limits, spec):
         raise PayloadTooLarge(
             f"request body of {length} bytes exceeds the upload limit of {limits.max_upload_bytes} bytes"
         )
@@ -160,8 +165,14 @@ async def _probe(path: Path, limits: LimitsSettings) -> MediaInfo:
 
 
 async def receive_upload(
-    request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int = 0
-) -> Upload:
+    request: Request,
+    storage: Storage,
+    job_id: str,
+    limits: LimitsSettings,
+    spec: FormSpec[T],
+    *,
+    min_free_bytes: int = 0,
+) -> Upload[T]:
     """`_receive_upload`; a refused upload's answer closes the connection (`Connection: close`), so
     the HTTP server stops reading a body nobody wants instead of draining it without limit.
 
@@ -169,15 +180,107 @@ async def receive_upload(
         See `_receive_upload`.
     """
     try:
-        return await _receive_upload(request, storage, job_id, limits, min_free_bytes=min_free_bytes)
+        return await _receive_upload(request, storage, job_id, limits, spec, min_free_bytes=min_free_bytes)
     except ServiceError as e:
         e.headers["Connection"] = "close"
         raise
 
 
+async def digest_upload(request: Request, limits: LimitsSettings, spec: FormSpec[T]) -> tuple[str, T]:
+    """Read the multipart body without keeping the file: its fingerprint and parsed fields.
+
+    For the repeat of an idempotent submission: the body is hashed as it streams (constant
+    memory, nothing written) under the same limits as an upload.
+
+    Returns:
+        `(fingerprint, form)` as `Upload.fingerprint` and `Upload.form` would be.
+    Raises:
+        PayloadTooLarge, MalformedMultipart, UploadTimeout, UnsupportedMediaType, EmptyUpload,
+        InvalidRequest: as `_receive_upload` (the answer closes the connection).
+    """
+    try:
+        check_content_length(request, limits, spec)
+        reader = FormReader(
+            tmp_path=None,
+            max_file_bytes=limits.max_upload_bytes,
+            max_field_bytes=limits.max_form_field_bytes,
+            spec=spec,
+        )
+        try:
+            await _read_body(request, reader, _boundary(request), body_limit(limits, spec), limits, None)
+        except MultipartParseError as e:
+            log.info("malformed_multipart", reason=str(e))
+            raise MalformedMultipart("malformed multipart body") from None
+        except ClientDisconnect:
+            raise InvalidRequest("the client disconnected before the upload finished") from None
+        return reader.fingerprint(), spec.parse(reader.fields, reader.multi)
+    except ServiceError as e:
+        e.headers["Connection"] = "close"
+        raise
+
+
+async def _read_body(
+    request: Request,
+    reader: FormReader,
+    boundary: bytes,
+    limit: int,
+    limits: LimitsSettings,
+    every_batch: Callable[[], Awaitable[None]] | None,
+) -> None:
+    """Feed the request body to `reader` until its closing boundary.
+
+    Args:
+        limit: most raw body bytes (`body_limit`).
+        every_batch: awaited after each FREE_CHECK_BYTES of body (the free-space check).
+    Raises:
+        UploadTimeout: nothing arrived for UPLOAD_IDLE_TIMEOUT_S.
+        PayloadTooLarge: the body is over `limit`.
+        MalformedMultipart: the body ended before its closing boundary.
+        InvalidRequest: no file part. EmptyUpload: the file part is empty.
+        MultipartParseError, ClientDisconnect: as the parser and Starlette raise them.
+        And whatever the reader's callbacks raise (see `FormReader`).
+    """
+    stream = request.stream()
+    try:
+        parser = MultipartParser(boundary, reader.callbacks())
+        received, checked = 0, 0
+        while not reader.done:
+            with anyio.move_on_after(limits.upload_idle_timeout_s) as idle:
+                chunk = await anext(stream, None)
+            if idle.cancelled_caught:
+                raise UploadTimeout(f"no upload bytes for {limits.upload_idle_timeout_s:g} s; the upload was dropped")
+            if chunk is None:
+                break
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"request body exceeds the upload limit of {limits.max_upload_bytes} bytes")
+            if chunk:
+                # Views of the chunk outlive this step (batched writes): it must be immutable.
+                parser.write(chunk if type(chunk) is bytes else bytes(chunk))
+                if reader.writer is not None:
+                    await reader.writer.pump()
+            if every_batch is not None and received - checked >= FREE_CHECK_BYTES:
+                checked = received
+                await every_batch()
+        if not reader.done:
+            raise MalformedMultipart("the multipart body ended before its closing boundary")
+        if not reader.file_seen:
+            raise InvalidRequest("missing `file` part")
+        if reader.size == 0:
+            raise EmptyUpload("the uploaded file is empty")
+    finally:
+        await stream.aclose()
+
+
 async def _receive_upload(
-    request: Request, storage: Storage, job_id: str, limits: LimitsSettings, *, min_free_bytes: int
-) -> Upload:
+    request: Request,
+    storage: Storage,
+    job_id: str,
+    limits: LimitsSettings,
+    spec: FormSpec[T],
+    *,
+    min_free_bytes: int,
+) -> Upload[T]:
     """Stream the multipart body into `jobs/<job_id>/source`, validate the fields, probe the file.
 
     Creates the job directory; on any failure it is removed again before the error propagates.
@@ -188,9 +291,11 @@ async def _receive_upload(
         job_id: the new job's id (server-made hex).
         limits: MAX_UPLOAD_BYTES (bytes of the file part), MAX_FORM_FIELD_BYTES (each field),
             MAX_DURATION_S (seconds of audio), UPLOAD_IDLE_TIMEOUT_S (seconds without a byte).
+        spec: the fields the route accepts and how they are parsed (`JOB_FORM` for POST /v1/jobs).
         min_free_bytes: free space (bytes) the upload must leave on storage (STORAGE_MIN_FREE_BYTES).
     Returns:
-        What was received: options, cleaned file name, size in bytes, detected media type, probe.
+        What was received: the parsed form, cleaned file name, size in bytes, detected media type,
+        probe, fingerprint.
     Raises:
         PayloadTooLarge: (413) the file part or the raw body (announced or counted) is too large.
         AudioTooLong: (413) ffprobe says the audio is longer than MAX_DURATION_S.
@@ -204,7 +309,7 @@ async def _receive_upload(
         InsufficientStorage: (507) the disk is full, or would keep less than `min_free_bytes`.
         OSError: any other storage failure.
     """
-    announced = check_content_length(request, limits)
+    announced = check_content_length(request, limits, spec)
     boundary = _boundary(request)
     await _check_free(storage, min_free_bytes, announced or 0)
     job_dir = storage.job_dir(job_id)
@@ -212,40 +317,17 @@ async def _receive_upload(
         tmp_path=job_dir / f"{TMP_PREFIX}source",
         max_file_bytes=limits.max_upload_bytes,
         max_field_bytes=limits.max_form_field_bytes,
+        spec=spec,
     )
-    stream = request.stream()
+
+    async def free_check() -> None:
+        await _check_free(storage, min_free_bytes)
+
     try:
         try:
             job_dir.mkdir(parents=True)
-            parser = MultipartParser(boundary, reader.callbacks())
-            received, checked = 0, 0
-            while not reader.done:
-                with anyio.move_on_after(limits.upload_idle_timeout_s) as idle:
-                    chunk = await anext(stream, None)
-                if idle.cancelled_caught:
-                    raise UploadTimeout(
-                        f"no upload bytes for {limits.upload_idle_timeout_s:g} s; the upload was dropped"
-                    )
-                if chunk is None:
-                    break
-                received += len(chunk)
-                if received > body_limit(limits):
-                    raise PayloadTooLarge(f"request body exceeds the upload limit of {limits.max_upload_bytes} bytes")
-                if chunk:
-                    # Views of the chunk outlive this step (batched writes): it must be immutable.
-                    parser.write(chunk if type(chunk) is bytes else bytes(chunk))
-                    if reader.writer is not None:
-                        await reader.writer.pump()
-                if received - checked >= FREE_CHECK_BYTES:
-                    checked = received
-                    await _check_free(storage, min_free_bytes)
-            if not reader.done:
-                raise MalformedMultipart("the multipart body ended before its closing boundary")
-            if not reader.file_seen:
-                raise InvalidRequest("missing `file` part")
-            if reader.size == 0:
-                raise EmptyUpload("the uploaded file is empty")
-            options = parse_options(reader.fields)
+            await _read_body(request, reader, boundary, body_limit(limits, spec), limits, free_check)
+            form = spec.parse(reader.fields, reader.multi)
             assert reader.writer is not None
             await reader.writer.commit(storage.source(job_id))
             # The last check ran up to one write batch ago: an upload that ended below the floor is refused too.
@@ -260,7 +342,6 @@ async def _receive_upload(
                 raise InsufficientStorage("not enough storage space for the upload") from None
             raise
         finally:
-            await stream.aclose()
             if reader.writer is not None:
                 await reader.writer.close()
         info = await _probe(storage.source(job_id), limits)
@@ -270,9 +351,10 @@ async def _receive_upload(
         raise
     return Upload(
         job_id=job_id,
-        options=options,
+        form=form,
         filename=reader.filename,
         size_bytes=reader.size,
         media_type=reader.media_type,
         media=info,
+        fingerprint=reader.fingerprint(),
     )

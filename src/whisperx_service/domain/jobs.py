@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -115,6 +115,9 @@ class JobOptions(BaseModel):
     max_speakers: int | None = Field(None, ge=1, le=64, description="Upper bound on the number of speakers")
     initial_prompt: str | None = Field(None, max_length=2000, description="Text to condition the first window on")
     hotwords: str | None = Field(None, max_length=2000, description="Words to bias the decoder towards")
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="`translate`: Whisper's translation into English (a multilingual model only)"
+    )
 
     @field_validator("language")
     @classmethod

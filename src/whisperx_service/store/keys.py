@@ -77,6 +77,16 @@ class Keys:
         and created, so two submissions never both take the key's last free place."""
         return f"{self.prefix}:key:{key_id}:quota-lock"
 
+    def idempotency(self, owner_id: str, key_digest: str) -> str:
+        """String (JSON): a submission's `Idempotency-Key` (its SHA-256 hex) of one owner (`-` = no key,
+        auth off): the reservation while the first upload streams, then the job it made (`store/idempotency.py`)."""
+        return f"{self.prefix}:idem:{owner_id}:{key_digest}"
+
+    def job_waiters(self, job_id: str) -> str:
+        """String (INCR/DECR): how many /v1/audio/* requests wait on the job now; the last to leave
+        early cancels it after API_OPENAI_CANCEL_GRACE_S."""
+        return f"{self.prefix}:job:{job_id}:waiters"
+
     def pending(self, owner_id: str) -> str:
         """List: ids of an owner's jobs held for a worker slot, oldest first (`-` = no key, auth off)."""
         return f"{self.prefix}:pending:{owner_id}"

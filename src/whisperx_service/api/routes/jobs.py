@@ -1,42 +1,39 @@
 """Jobs: `POST /v1/jobs` (submit), `GET /v1/jobs/{id}` (status), `DELETE /v1/jobs/{id}` (cancel,
 purge) and `GET /v1/jobs` (list).
 
-Submitting, in order: stream the upload to `jobs/<id>/source`, write the manifest `job.json`
-(atomic), create the Redis job (`queued` + its event, held on its owner's pending list: one Lua
-step), wake the dispatcher (maintenance/dispatcher.py), which sends the Celery task (task id = job
-id) when a worker slot is free and it is the owner's turn. If any step fails, everything before it
-is undone: no files, no job.
+Submitting (`api/submit.create_job`), in order: stream the upload to `jobs/<id>/source`, write
+the manifest `job.json` (atomic), create the Redis job (`queued` + its event, held on its owner's
+pending list: one Lua step), wake the dispatcher (maintenance/dispatcher.py), which sends the
+Celery task (task id = job id) when a worker slot is free and it is the owner's turn. If any step
+fails, everything before it is undone: no files, no job. An `Idempotency-Key` makes a repeat
+answer the first request's job (`api/idempotency.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
 import structlog
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from whisperx_service.access.quotas import check_quotas, quota_lock
 from whisperx_service.api.auth import PrincipalDep, visible_job
-from whisperx_service.api.deps import JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
-from whisperx_service.api.multipart_form import FILE_FIELD
-from whisperx_service.api.upload import NO_SPACE_ERRNOS, receive_upload
-from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus, new_job_id
-from whisperx_service.errors import (
-    AdminOnly,
-    InsufficientStorage,
-    InvalidCursor,
-    JobFinished,
-    JobNotFound,
-    JobRunning,
-)
+from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
+from whisperx_service.api.idempotency import Idempotent
+from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM
+from whisperx_service.api.submit import create_job
+from whisperx_service.api.upload import digest_upload
+from whisperx_service.config import Settings
+from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
+from whisperx_service.errors import AdminOnly, InvalidCursor, JobFinished, JobNotFound, JobRunning
 from whisperx_service.logs import get_logger
 from whisperx_service.maintenance.restore import restore_job
-from whisperx_service.storage.local import Storage, atomic_write_json
+from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.records import final_record
 
@@ -82,6 +79,7 @@ def _upload_schema() -> dict[str, Any]:
         408: {"description": "upload_timeout"},
         413: {"description": "payload_too_large / audio_too_long"},
         415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
+        409: {"description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key)"},
         422: {"description": "invalid_request / empty_upload"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
         503: {"description": "service_unavailable (Redis)"},
@@ -95,11 +93,13 @@ async def submit_job(
     settings: SettingsDep,
     jobs: JobsDep,
     storage: StorageDep,
-) -> JobAccepted:
+    idempotency: IdempotencyDep,
+) -> JobAccepted | Response:
     """Stream the upload to storage, record the job (held for the dispatcher); answer 202 at once.
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
-    optional job option fields (see `JobOptions`).
+    optional job option fields (see `JobOptions`). With an `Idempotency-Key` header, a repeat
+    within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`).
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
@@ -108,62 +108,34 @@ async def submit_job(
         ServiceUnavailable: Redis does not answer (nothing is kept). A broker that does not answer
             only delays the job: it stays held until the dispatcher can send it.
         QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
+        IdempotencyConflict: the Idempotency-Key was used with other content.
+        IdempotencyInProgress: the first request with the key still uploads.
     """
-    job_id = new_job_id()
-    structlog.contextvars.bind_contextvars(job_id=job_id)
-    created = False
-    try:
-        await check_quotas(jobs, principal.key)  # also fails before a long upload if Redis is down
-        upload = await receive_upload(
-            request, storage, job_id, settings.limits, min_free_bytes=settings.storage.min_free_bytes
+    idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
+    if idem is not None and idem.replay is not None:
+        fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
+        first = idem.check_replay(fingerprint)
+        return JSONResponse(
+            first.body,
+            status_code=first.status,
+            headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
         )
-        # Quota check and creation in one step per key (on every gateway): two submissions of one
-        # key never both take its last free place.
-        async with quota_lock(jobs, principal.key):
-            await check_quotas(
-                jobs, principal.key, add_bytes=upload.size_bytes, add_audio_s=upload.media.duration_s or 0.0
-            )
-            owner = principal.owner
-            manifest = {
-                "id": job_id,
-                "owner": owner.model_dump() if owner else None,
-                "options": upload.options.model_dump(mode="json"),
-                "filename": upload.filename,
-                "size_bytes": upload.size_bytes,
-                "media_type": upload.media_type,
-                "created_at": datetime.now(UTC).isoformat(),
-            }
-            try:
-                await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
-            except OSError as e:  # the upload fitted, its manifest did not
-                if e.errno in NO_SPACE_ERRNOS:
-                    raise InsufficientStorage("not enough storage space for the job") from None
-                raise
-            created = True  # from here on the job may exist in Redis, whatever `create` answers
-            record = await jobs.create(
-                job_id,
-                upload.options,
-                filename=upload.filename,
-                size_bytes=upload.size_bytes,
-                owner=owner,
-                duration_s=upload.media.duration_s,
-            )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            if created:
-                try:
-                    await jobs.delete(job_id)
-                except Exception as e:  # Redis gone too: the held job fails in the worker (no source)
-                    log.error("job_delete_failed", error=repr(e))
-            await anyio.to_thread.run_sync(storage.remove_job, job_id)
-        raise
-    request.app.state.dispatch_wake.set()
-    audit.info("job_created", size_bytes=upload.size_bytes, media_type=upload.media_type)
+    async with idem.held() if idem is not None else contextlib.nullcontext():
+        created = await create_job(request, principal, settings, jobs, storage, JOB_FORM, lambda options: options)
+        job_id = created.job_id
+        accepted = _accepted(settings, job_id, created.record.status)
+        if idem is not None:
+            await idem.complete(job_id, created.upload.fingerprint, 202, accepted.model_dump(mode="json"))
+    response.headers["Location"] = accepted.status_url
+    return accepted
+
+
+def _accepted(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
+    """The 202 body of a new job: its links under API_PUBLIC_URL."""
     base = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job_id}"
-    response.headers["Location"] = base
     return JobAccepted(
         id=job_id,
-        status=record.status,
+        status=status,
         status_url=base,
         events_url=f"{base}/events",
         result_url=f"{base}/result",

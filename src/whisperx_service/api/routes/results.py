@@ -19,7 +19,12 @@ from whisperx_service.transcripts.formats import ResultFormat, render
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def _read_transcript(path: Path) -> Transcript:
+def read_transcript(path: Path) -> Transcript:
+    """The `Transcript` in a job's `result.json`.
+
+    Raises:
+        ResultMissing: the file is gone.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -63,7 +68,7 @@ async def job_result(
     record = await visible_job(jobs, job_id, principal)
     if record.status != JobStatus.succeeded:
         raise JobNotFinished(f"job {job_id} is {record.status.value}; the result exists once it has succeeded")
-    transcript = await anyio.to_thread.run_sync(_read_transcript, storage.result(job_id))
+    transcript = await anyio.to_thread.run_sync(read_transcript, storage.result(job_id))
     body, media_type = render(transcript, format.value)
     headers = {}
     if format != ResultFormat.json:

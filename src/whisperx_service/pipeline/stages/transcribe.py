@@ -11,6 +11,7 @@ import numpy as np
 
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions
+from whisperx_service.errors import TranslationNotSupported
 from whisperx_service.pipeline.audio.windows import Window, precomputed_windows
 
 
@@ -47,14 +48,19 @@ def transcribe(
 
     Returns:
         Segments as WhisperX dicts `{start, end, text}` (one per window) in seconds from the
-        start of `audio`.
+        start of `audio`; in English when `options.task` is `translate` (Whisper's own task).
+    Raises:
+        TranslationNotSupported: a translation was asked of an English-only model.
     """
+    if options.task == "translate" and english_only(asr):
+        raise TranslationNotSupported("translate asked of an English-only ASR model")
     own = nullcontext() if windows is None else precomputed_windows(asr, windows)
     with _job_asr_options(asr, options), own:
         out = asr.transcribe(
             audio,
             batch_size=settings.asr.batch_size,
             language=language,
+            task=options.task,
             chunk_size=settings.asr.window_s,
             progress_callback=progress,
         )

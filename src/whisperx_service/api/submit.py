@@ -1,0 +1,145 @@
+"""Creating a job from an upload: the one path of POST /v1/jobs and the OpenAI-compatible routes.
+
+In order: quotas, stream the upload to `jobs/<id>/source`, then under the key's quota lock the
+last quota check, the manifest `job.json` (atomic) and the Redis job (`queued` + its event, held on
+its owner's pending list: one Lua step); then the dispatcher is woken. If any step fails,
+everything before it is undone: no files, no job.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.to_thread
+import structlog
+from starlette.requests import Request
+
+from whisperx_service.access.quotas import check_quotas, quota_lock
+from whisperx_service.api.auth import Principal
+from whisperx_service.api.multipart_form import FormSpec
+from whisperx_service.api.upload import NO_SPACE_ERRNOS, Upload, receive_upload
+from whisperx_service.config import Settings
+from whisperx_service.domain.jobs import JobOptions, JobRecord, new_job_id
+from whisperx_service.errors import InsufficientStorage
+from whisperx_service.logs import get_logger
+from whisperx_service.storage.local import Storage, atomic_write_json
+from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.records import final_record
+
+log = get_logger(__name__)
+audit = get_logger("whisperx_service.audit")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Created(Generic[T]):
+    """A job just created: its Redis record and the upload it was made from."""
+
+    record: JobRecord
+    upload: Upload[T]
+
+    @property
+    def job_id(self) -> str:
+        """The new job's id."""
+        return self.record.id
+
+
+async def create_job(
+    request: Request,
+    principal: Principal,
+    settings: Settings,
+    jobs: AsyncJobStore,
+    storage: Storage,
+    spec: FormSpec[T],
+    options_of: Callable[[T], JobOptions],
+) -> Created[T]:
+    """Stream the upload to storage and record the job, held for the dispatcher.
+
+    Args:
+        spec: the route's form (`JOB_FORM`, or an OpenAI form).
+        options_of: the job's options from the parsed form.
+    Raises:
+        PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
+        UnsupportedMedia, EmptyUpload, InvalidRequest, InsufficientStorage: see `receive_upload`;
+            InsufficientStorage also when the manifest does not fit. And what `spec.parse` raises.
+        ServiceUnavailable (redis errors): Redis does not answer (nothing is kept).
+        QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
+    """
+    job_id = new_job_id()
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    created = False
+    try:
+        await check_quotas(jobs, principal.key)  # also fails before a long upload if Redis is down
+        upload = await receive_upload(
+            request, storage, job_id, settings.limits, spec, min_free_bytes=settings.storage.min_free_bytes
+        )
+        options = options_of(upload.form)
+        # Quota check and creation in one step per key (on every gateway): two submissions of one
+        # key never both take its last free place.
+        async with quota_lock(jobs, principal.key):
+            await check_quotas(
+                jobs, principal.key, add_bytes=upload.size_bytes, add_audio_s=upload.media.duration_s or 0.0
+            )
+            owner = principal.owner
+            manifest = {
+                "id": job_id,
+                "owner": owner.model_dump() if owner else None,
+                "options": options.model_dump(mode="json"),
+                "filename": upload.filename,
+                "size_bytes": upload.size_bytes,
+                "media_type": upload.media_type,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            try:
+                await anyio.to_thread.run_sync(atomic_write_json, storage.manifest(job_id), manifest)
+            except OSError as e:  # the upload fitted, its manifest did not
+                if e.errno in NO_SPACE_ERRNOS:
+                    raise InsufficientStorage("not enough storage space for the job") from None
+                raise
+            created = True  # from here on the job may exist in Redis, whatever `create` answers
+            record = await jobs.create(
+                job_id,
+                options,
+                filename=upload.filename,
+                size_bytes=upload.size_bytes,
+                owner=owner,
+                duration_s=upload.media.duration_s,
+            )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            if created:
+                try:
+                    await jobs.delete(job_id)
+                except Exception as e:  # Redis gone too: the held job fails in the worker (no source)
+                    log.error("job_delete_failed", error=repr(e))
+            await anyio.to_thread.run_sync(storage.remove_job, job_id)
+        raise
+    request.app.state.dispatch_wake.set()
+    audit.info("job_created", size_bytes=upload.size_bytes, media_type=upload.media_type)
+    return Created(record, upload)
+
+
+async def cancel_quietly(jobs: AsyncJobStore, storage: Storage, job_id: str, reason: str) -> str:
+    """Cancel a job as DELETE /v1/jobs/{id} does (a queued one at once, its final record written;
+    a running one by request), for the gateway's own reasons (`reason` goes to the audit line).
+
+    Returns:
+        The store's outcome: `cancelled`, `cancelling`, `terminal` or `missing`.
+    Raises:
+        redis.RedisError: Redis does not answer.
+    """
+    outcome = await jobs.cancel(job_id)
+    if outcome.outcome == "cancelled":
+        record = await jobs.get(job_id)
+        if record is not None:
+            await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+    if outcome.outcome in ("cancelled", "cancelling"):
+        was = "queued" if outcome.outcome == "cancelled" else "running"
+        audit.info("job_cancelled", job_id=job_id, was=was, by=reason)
+    return outcome.outcome
