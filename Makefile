@@ -23,10 +23,11 @@ test: install ## Every test: tests/unit, tests/integration and tests/e2e (real p
 test-fast: install ## tests/unit and tests/integration (real Redis and models in process; no e2e)
 	scripts/test.sh tests/unit tests/integration
 
-lint: ## ruff (lint + format check) and mypy --strict on src/
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+lint: ## ruff (lint + format check) and mypy --strict on src/ and the client package (clients/python)
+	$(VENV)/bin/ruff check src tests bench clients
+	$(VENV)/bin/ruff format --check src tests bench clients
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy clients/python/src
 
 bench: export HF_HUB_OFFLINE ?= 1
 bench: install ## Benchmarks; writes bench/results.json

@@ -21,6 +21,9 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 ldconfig -p 2>/dev/null | grep -q libmagic.so.1 || need+=(libmagic1)
+# The client tests: a fresh venv for the client package, and a terminal (tmux) to draw its progress bar in.
+command -v tmux >/dev/null || need+=(tmux)
+"$PY" -c 'import ensurepip' 2>/dev/null || need+=("$(basename "$PY")-venv")
 if [ ${#need[@]} -gt 0 ] && [ -z "${WXS_SKIP_APT:-}" ]; then
   say "apt-get install ${need[*]}"
   SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo

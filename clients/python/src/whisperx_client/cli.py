@@ -35,7 +35,15 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from whisperx_client import __version__
 from whisperx_client.async_client import AsyncClient
 from whisperx_client.client import Client
-from whisperx_client.errors import ApiError, Conflict, JobFailed, WhisperXError
+from whisperx_client.errors import (
+    ApiError,
+    Conflict,
+    JobFailed,
+    ProtocolError,
+    TransportError,
+    WaitTimeout,
+    WhisperXError,
+)
 from whisperx_client.models import FORMATS, Event, Job
 
 #: Where the gateway listens when neither `--url` nor `$WHISPERX_URL` says (`make run`'s default).
@@ -250,8 +258,12 @@ def _error_dict(e: BaseException) -> dict[str, str]:
     """`{code, message}` of an error for output."""
     if isinstance(e, ApiError | JobFailed):
         return {"code": e.code, "message": e.message}
+    if isinstance(e, TransportError):
+        return {"code": "connection_failed", "message": str(e)}
+    if isinstance(e, WaitTimeout):
+        return {"code": "timeout", "message": str(e)}
     if isinstance(e, WhisperXError):
-        return {"code": type(e).__name__, "message": str(e)}
+        return {"code": "protocol_error" if isinstance(e, ProtocolError) else type(e).__name__, "message": str(e)}
     if isinstance(e, OSError):
         return {"code": "os_error", "message": f"{e.strerror or e}"}
     return {"code": type(e).__name__, "message": str(e)}
