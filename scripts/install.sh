@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything whisperx-service needs on a fresh Debian/Ubuntu machine, idempotently:
-# system packages (ffmpeg, libmagic, redis, espeak-ng + sox for tests), uv, the project's venv
+# system packages (ffmpeg, libmagic, redis; espeak-ng, sox, tmux and venv support for tests), uv, the project's venv
 # (.venv, gateway + worker + dev extras), and the offline model bundle (./models).
 # Re-running it only does what is missing. Environment:
 #   VENV (default .venv)  MODELS_DIR (default ./models)  WXS_SKIP_APT=1 to skip system packages.

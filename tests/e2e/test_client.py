@@ -209,7 +209,6 @@ def test_transcribe_on_a_terminal_draws_a_bar_and_writes_the_api_result(tty_run:
     live = [s for s in tty_run.screens if "tty-talk.wav" in s and any(re.search(rf"\b{st}\b", s) for st in STAGES)]
     assert live, "no screen showed the file with a stage:\n" + "\n---\n".join(tty_run.screens[-5:])
     assert any(re.search(r"\b\d{1,3}%", s) for s in live)
-    assert any("upload" in s for s in tty_run.screens) or live  # the upload may be over before the first capture
     final = tty_run.screens[-1]
     assert "tty-talk.wav" in final and "100%" in final and "done" in final, final
     # The output is the API's result, whole.
@@ -270,7 +269,7 @@ def test_result_formats_parse_and_match_the_api(tty_run: TtyRun, service: Servic
         assert out.read_bytes() == service.result(job_id, fmt).content
         cues = _cues(out.read_text(), timing, vtt=fmt == "vtt")
         assert _words(" ".join(c[2] for c in cues)) == api_words
-        assert cues[0][0] >= 0 and cues[-1][1] <= api["duration"] + 0.5
+        assert cues[-1][1] <= api["duration"] + 0.5  # cue times lie within the audio
     # Plain text to stdout, and the typed JSON commands.
     txt = client_venv.run("jobs", "result", job_id, "--format", "txt", url=service.url, cwd=tty_run.workdir)
     assert txt.returncode == 0 and txt.stdout == service.result(job_id, "txt").text
@@ -305,6 +304,8 @@ def test_piped_transcribe_prints_lines_and_exits_1_when_a_file_fails(
     lines = done.stdout.splitlines()
     mine = [line for line in lines if line.startswith("piped-talk.wav: ")]
     assert any(re.fullmatch(r"piped-talk\.wav: (transcribe|align|merge|decode) \d+%.*", line) for line in mine), lines
+    size_mb = f"{audio.stat().st_size / 1e6:.1f} MB"
+    assert mine[:2] == [f"piped-talk.wav: upload {size_mb}", f"piped-talk.wav: uploaded {size_mb}"], lines
     assert mine[-1] == "piped-talk.wav: succeeded 100% -> out/piped-talk.srt", lines
     assert [line for line in lines if line.startswith("notes.bin: failed: unsupported_media: ")], lines
     job = _job_by_filename(service, audio.name)
