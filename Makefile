@@ -26,10 +26,11 @@ test-fast: install ## tests/unit and tests/integration (real Redis and models in
 test-docker: install ## Build both images with a real Docker engine (own dockerd) and run them on real speech
 	VENV=$(VENV) scripts/test_docker.sh
 
-lint: ## ruff (lint + format check) and mypy --strict on src/
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+lint: ## ruff (lint + format check) and mypy --strict on src/ and the client package (clients/python)
+	$(VENV)/bin/ruff check src tests bench clients
+	$(VENV)/bin/ruff format --check src tests bench clients
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy clients/python/src
 
 bench: export HF_HUB_OFFLINE ?= 1
 bench: install ## Benchmarks; writes bench/results.json

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything whisperx-service needs on a fresh Debian/Ubuntu machine, idempotently:
-# system packages (ffmpeg, libmagic, redis, espeak-ng + sox for tests), uv, the project's venv
-# (.venv from uv.lock: gateway + worker + dev extras), and the offline model bundle (./models).
+# system packages (ffmpeg, libmagic, redis; espeak-ng, sox, tmux and venv support for tests), uv,
+# the project's venv (.venv from uv.lock: gateway + worker + dev extras), and the offline model
+# bundle (./models).
 # Re-running it only does what is missing. Environment:
 #   VENV (default .venv)  MODELS_DIR (default ./models)  WXS_SKIP_APT=1 to skip system packages.
 set -euo pipefail
@@ -21,6 +22,9 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 ldconfig -p 2>/dev/null | grep -q libmagic.so.1 || need+=(libmagic1)
+# The client tests: a fresh venv for the client package, and a terminal (tmux) to draw its progress bar in.
+command -v tmux >/dev/null || need+=(tmux)
+"$PY" -c 'import ensurepip' 2>/dev/null || need+=("$(basename "$PY")-venv")
 if [ ${#need[@]} -gt 0 ] && [ -z "${WXS_SKIP_APT:-}" ]; then
   say "apt-get install ${need[*]}"
   SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
