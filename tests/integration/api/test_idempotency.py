@@ -21,7 +21,10 @@ from celery import Celery
 from tests.integration.api.conftest import Gateway, accounted_job_ids, serve, wav_bytes
 from whisperx_service.access.keys import KeyRegistry
 from whisperx_service.config import AuthSettings, Settings
+from whisperx_service.domain.workers import DeviceInfo, ModelStatus, ProcessState, WorkerProcess
+from whisperx_service.store.jobs import heartbeat
 from whisperx_service.store.keys import Keys
+from whisperx_service.store.workers import record_process, state_ttl_s
 
 
 @pytest.fixture
@@ -208,6 +211,23 @@ def test_models_list_the_configured_asr_model(gw: Gateway, keys: tuple[str, str]
     assert "whisper-1" in ids and all(m.object == "model" and m.owned_by == "whisperx-service" for m in models.data)
     # ASR_DEVICE auto (the test settings): the gateway cannot tell cpu from cuda, so both defaults.
     assert sorted(ids) == ["large-v3-turbo", "tiny.en", "whisper-1"]
+
+
+def test_models_list_what_the_live_workers_hold_warm(
+    gw: Gateway, keys: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    # A live worker (a heartbeat) whose pool process reports its ASR model warm: that model is
+    # listed instead of the settings' guess; a model still loading is not.
+    store_keys, ttl = Keys.of(gw.settings), state_ttl_s(gw.settings.worker.heartbeat_s)
+    heartbeat(redis_client, store_keys, "host:1", state_ttl_s=ttl)
+    models = [ModelStatus(stage="asr", name="large-v2", warm=True), ModelStatus(stage="asr", name="base", warm=False)]
+    process = WorkerProcess(name="host:2", state=ProcessState.warm, device=DeviceInfo(type="cpu"), models=models)
+    record_process(redis_client, store_keys, "host:1", process, ttl)
+    client = sdk(gw, keys[0])
+    assert sorted(m.id for m in client.models.list().data) == ["large-v2", "whisper-1"]
+    assert client.models.retrieve("large-v2").id == "large-v2"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("base")
 
 
 def test_a_429_carries_retry_after_and_the_sdk_waits_for_it(

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
+import redis
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -57,6 +58,7 @@ from whisperx_service.errors import (
     all_codes,
 )
 from whisperx_service.storage.local import Storage
+from whisperx_service.store import workers
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.idempotency import IdempotencyStore
 from whisperx_service.transcripts.openai import Task, render_openai, stream_events
@@ -99,21 +101,33 @@ def _model(label: str) -> dict[str, Any]:
     return {"id": label, "object": "model", "owned_by": OWNER, "created": STARTED_S}
 
 
+async def served_asr_models(settings: Settings, jobs: AsyncJobStore) -> list[str]:
+    """The ASR models the live workers hold warm (as `/readyz` lists them), sorted; when no live
+    worker has reported one (none started yet, or Redis does not answer), `asr_labels(settings)`."""
+    try:
+        live = await workers.live_workers(jobs.r, jobs.keys, within_s=3 * settings.worker.heartbeat_s)
+    except redis.RedisError:
+        live = []
+    names = {m.name for w in live for p in w.processes for m in p.models if m.stage == "asr" and m.warm}
+    return sorted(names) or asr_labels(settings)
+
+
 @router.get("/v1/models", summary="Models (OpenAI-compatible)")
-async def list_models(_: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
-    """`{object: "list", data: [{id, object: "model", owned_by, created}]}`: the workers' ASR model
-    (see `asr_labels`) and `whisper-1`, its alias."""
-    return {"object": "list", "data": [_model(m) for m in [*asr_labels(settings), OPENAI_ALIAS]]}
+async def list_models(_: PrincipalDep, settings: SettingsDep, jobs: JobsDep) -> dict[str, Any]:
+    """`{object: "list", data: [{id, object: "model", owned_by, created}]}`: the ASR models the
+    workers have loaded (see `served_asr_models`) and `whisper-1`, their alias."""
+    served = await served_asr_models(settings, jobs)
+    return {"object": "list", "data": [_model(m) for m in [*served, OPENAI_ALIAS]]}
 
 
 @router.get("/v1/models/{model_id:path}", summary="One model (OpenAI-compatible)")
-async def get_model(model_id: str, _: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
+async def get_model(model_id: str, _: PrincipalDep, settings: SettingsDep, jobs: JobsDep) -> dict[str, Any]:
     """The model object of a listed model.
 
     Raises:
         ModelNotFound: not one of `GET /v1/models`.
     """
-    if model_id not in [*asr_labels(settings), OPENAI_ALIAS]:
+    if model_id not in [*await served_asr_models(settings, jobs), OPENAI_ALIAS]:
         raise ModelNotFound(f"model {model_id[:64]!r} is not served here; see GET /v1/models")
     return _model(model_id)
 
