@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Sample rate (Hz) of the decoded audio every stage works on; Whisper and pyannote expect 16 kHz.
@@ -244,7 +244,7 @@ class DiarizeSettings(BaseSettings):
     )
     hf_token: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("HF_TOKEN", "DIARIZE_HF_TOKEN"),
+        validation_alias="HF_TOKEN",  # one name only: an empty HF_TOKEN (compose) must not hide another
         description="Hugging Face token; empty or blank = unset",
     )
 

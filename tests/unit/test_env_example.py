@@ -24,7 +24,9 @@ ENV_EXAMPLE = REPO / ".env.example"
 COMPOSE_ONLY = {"API_PUBLISH_ADDRESS", "API_PUBLISH_PORT", "REDIS_PASSWORD", "REDIS_MAXMEMORY", "FORWARDED_ALLOW_IPS"}
 #: Variables the model libraries (huggingface_hub, transformers, torch, pyannote) read from the
 #: process environment; a user sets them, Settings does not read them.
-LIBRARY_ENV = {"HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TORCH_HOME", "PYANNOTE_METRICS_ENABLED"}
+LIBRARY_ENV = {
+    "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "TORCH_HOME", "PYANNOTE_METRICS_ENABLED", "PROMETHEUS_MULTIPROC_DIR"
+}  # fmt: skip
 _SETTING_LINE = re.compile(r"^#\s?([A-Z][A-Z0-9_]*)=(.*)$")
 
 

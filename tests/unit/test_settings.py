@@ -52,10 +52,7 @@ def test_flat_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_empty_hf_token_is_unset(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("HF_TOKEN", value)
     assert Settings().diarize.hf_token is None
-    monkeypatch.delenv("HF_TOKEN")
-    monkeypatch.setenv("DIARIZE_HF_TOKEN", value)
-    assert Settings().diarize.hf_token is None
-    monkeypatch.setenv("DIARIZE_HF_TOKEN", " hf_x ")
+    monkeypatch.setenv("HF_TOKEN", " hf_x ")
     token = Settings().diarize.hf_token
     assert token is not None and token.get_secret_value() == " hf_x "
 

@@ -151,7 +151,11 @@ class _Live(Collector):
 
     def collect(self) -> Iterator[Metric]:
         future = asyncio.run_coroutine_threadsafe(read_snapshot(self.jobs, self.settings), self.loop)
-        snapshot = future.result(SCRAPE_TIMEOUT_S)
+        try:
+            snapshot = future.result(SCRAPE_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()  # its Redis reads stop instead of running on after the scrape gave up
+            raise
         yield from GatewayCollector(snapshot, self.hub.streams, self.hub.readers).collect()
 
 

@@ -43,7 +43,7 @@ class Stage(StrEnum):
 
 #: Share of the job's 0-100 % each stage takes, after the stages' cost on CPU (docs/MODELS.md:
 #: diarization is the slowest stage, transcription next; the VAD pass, about 7 s per 5 min of audio,
-#: takes the 5 % it had when it was counted in transcription). Sums to 100.
+#: about a twentieth of a job). Sums to 100.
 STAGE_WEIGHTS: dict[Stage, float] = {
     Stage.decode: 5.0,
     Stage.vad: 5.0,

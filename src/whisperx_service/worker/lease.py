@@ -48,10 +48,16 @@ class LeaseKeeper(threading.Thread):
         self.cancel = threading.Event()
         self.gave_up = threading.Event()
         self.lost = False
-        # The creating thread's log context (job_id, attempt): a thread does not inherit context vars.
         self.context = contextvars.copy_context()
 
+    def start(self) -> None:
+        """Start renewing, in the log context of the caller at this moment (job_id, attempt): a
+        thread does not inherit context vars, and the attempt is bound after the keeper is made."""
+        self.context = contextvars.copy_context()
+        super().start()
+
     def run(self) -> None:
+        """The thread's body: renew the lease every `interval_s` until stopped, lost or stalled."""
         self.context.run(self._renew_until_stopped)
 
     def _renew_until_stopped(self) -> None:

@@ -15,8 +15,8 @@ a pool process of it is warm.
 
 A model that cannot be loaded stops the worker: one `worker_start_failed` log line names the model
 and says what to do, the failure is recorded in Redis (so `/readyz` shows the reason; never a
-server path), the process sends its worker's main process SIGINT (Celery's warm shutdown with exit
-code 1; its cold shutdown, SIGQUIT, exits 0) and exits. Retrying would fail the same way, and a
+server path), the process sends its worker's main process SIGINT (Celery's warm shutdown, which
+lets the main process exit with code 1) and exits. Retrying would fail the same way, and a
 worker that is up without its models would fail every job it takes. A job message the worker
 had taken meanwhile goes back to the queue when it closes its broker connection.
 """
@@ -339,11 +339,20 @@ def _warm_at_start(**_: Any) -> None:
         return
     client = _client(settings)
     keys, worker = Keys.of(settings), parent_worker_name()
-    log.info("models_loading", models=[m.label for m in _needed_or_empty(settings)])
     try:
+        log.info("models_loading", models=[m.label for m in _needed_or_empty(settings)])
         record = warm_models(settings, on_change=lambda r: _publish(settings, client, r))
     except StartFailed as exc:
         _stop_worker(client, keys, worker, exc)
+    except Exception as exc:
+        # Celery logs and drops a signal handler's exception and reports the process up: a pool
+        # process that failed here for another reason would take jobs while listed as loading.
+        unexpected = StartFailed(
+            "start", "the worker cannot start: an unexpected error while loading its models; see the worker's log",
+            repr(exc),
+        )  # fmt: skip
+        log.exception("worker_start_unexpected_error")
+        _stop_worker(client, keys, worker, unexpected)
     _record = record
     log.info("models_warm", seconds=record.load_s, warmup_s=record.warmup_s, models=[m.name for m in record.models])
     try:
