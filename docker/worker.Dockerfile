@@ -78,7 +78,10 @@ HEALTHCHECK --interval=30s --timeout=25s --start-period=15m --retries=3 \
 
 # At start (not at build), into MODELS_DIR: build the offline bundle (idempotent: complete parts
 # are skipped), then pre-fetch the standard models (Whisper ASR_MODEL, aligners, the pyannote
-# pipeline with HF_TOKEN) so the first job does not wait for downloads; a failed pre-fetch is not
-# fatal, the models then load on first use. `exec` replaces the shell, so the worker is PID 1 and
-# gets SIGTERM itself (Celery's soft shutdown).
-CMD ["sh", "-c", "whisperx-service models prepare --no-test-models && { whisperx-service models download || echo 'models download failed: models load on first use' >&2; } && exec whisperx-service worker"]
+# pipeline with HF_TOKEN), since the worker loads every model a job needs at its start, from the
+# caches only (HF_HUB_OFFLINE=1 unless .env says 0). A failed pre-fetch does not stop this command:
+# the worker starts anyway, and if a model it needs is still missing it logs `worker_start_failed`
+# (the model and what to do; /readyz gives the same reason) and exits 1; compose's restart policy
+# then starts the container again, which retries the download. `exec` replaces the shell, so the
+# worker is PID 1 and gets SIGTERM itself (Celery's soft shutdown).
+CMD ["sh", "-c", "whisperx-service models prepare --no-test-models && { whisperx-service models download || echo 'models download failed: the worker loads its models from the cache at start and exits 1 if one is missing' >&2; } && exec whisperx-service worker"]
