@@ -6,8 +6,9 @@ reads settings at import time: `get_settings()` builds the object once, and it i
 explicitly into `create_app(settings)` and `make_celery(settings)`. Tests build `Settings(...)`
 directly.
 
-Every model setting takes either a standard model name (downloaded from its hub on first use,
-where a hub can be reached) or a local directory.
+Every model setting takes either a standard model name (from the hub cache: `whisperx-service
+models download` fills it, or a worker downloads it when it loads its models at start where a hub
+can be reached) or a local directory.
 """
 
 from __future__ import annotations
