@@ -11,9 +11,11 @@ Text is scored by WER against the script; times against the job API's own result
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 import uuid
+import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -266,12 +268,25 @@ def test_sdk_retries_a_429_after_retry_after_and_runs_one_job(svc: Service, call
     assert len(new) == 1 and new[0]["status"] == "succeeded", new
 
 
+def _looped_wav(path: Path, times: int) -> bytes:
+    """The WAV at `path` played `times` times in a row, as WAV bytes."""
+    with wave.open(str(path), "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setparams(params)
+        w.writeframes(frames * times)
+    return out.getvalue()
+
+
 def test_a_client_that_leaves_cancels_its_job(svc: Service, conversation: tuple[Path, list[Turn]]) -> None:
     before = {j["id"] for j in _jobs(svc)}
+    # The conversation four times (about 90 s of speech): the job cannot end before the disconnect,
+    # the grace period and the worker's next cancel poll, however fast the machine.
     request = httpx.Request(
         "POST",
         f"{svc.url}/v1/audio/transcriptions",
-        files={"file": ("c.wav", conversation[0].read_bytes(), "audio/wav")},
+        files={"file": ("c.wav", _looped_wav(conversation[0], 4), "audio/wav")},
         data={"model": "whisper-1", "diarize": "true"},
     )
     body = request.read()
