@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from whisperx_service.config import AlignBackend, AlignSettings, AsrSettings, DiarizeSettings, Settings
-from whisperx_service.worker.warm import NeededModel, failure_reason, needed_models
+from whisperx_service.worker.needs import NeededModel, failure_reason, needed_models
 
 PIPELINE = "pyannote/speaker-diarization-community-1"
 

@@ -1,0 +1,146 @@
+"""One error root for the whole service: every code a client can see is a class here.
+
+HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
+
+    ServiceError                        500 internal_error       base; also an unexpected failure
+     ├── InternalError                  500 internal_error       something failed that should not have
+     ├── InvalidEventId                 400 invalid_event_id     a Last-Event-ID that is not a stream id in range
+     ├── Unauthorized                   401 unauthorized         no key, a malformed, unknown or revoked key
+     ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
+     ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
+     ├── InvalidParameter               400 invalid_parameter    a bad parameter of an OpenAI-compatible route
+     ├── Unsupported                    400 unsupported          an OpenAI parameter this service does not offer
+     ├── RouteNotFound                  404 not_found            no such route
+     ├── ModelNotFound                  404 model_not_found      GET /v1/models/{id} of a model no worker serves
+     ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
+     ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
+     ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
+     ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
+     ├── JobFinished                    409 job_finished         cancel of a job that already ended
+     ├── JobRunning                     409 job_running          purge of a job a worker runs
+     ├── JobCancelled                   409 job_cancelled        an OpenAI request's job was cancelled before it ended
+     ├── IdempotencyConflict            409 idempotency_conflict the Idempotency-Key was used with other content
+     ├── IdempotencyInProgress          409 idempotency_in_progress  the first request with the key still uploads
+     ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
+     ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
+     ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
+     ├── InvalidRequest                 422 invalid_request      bad form field, query or header
+     │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
+     │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
+     ├── QuotaExceeded                  429 quota_exceeded       a per-key quota is used up (the message names it)
+     ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
+     ├── TooManyStreams                 429 too_many_streams     SSE_MAX_STREAMS_PER_KEY or SSE_MAX_STREAMS open streams
+     ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
+     ├── ServiceUnavailable             503 service_unavailable  Redis does not answer
+     ├── InsufficientStorage            507 insufficient_storage the disk is full
+     └── JobFailure                         pipeline_failed      a job failed (its `error.code`; never an HTTP answer)
+          ├── AudioDecodeFailed             audio_decode_failed  ffmpeg cannot decode the file
+          │    └── FfmpegMissing            ffmpeg_missing       no ffmpeg on the worker
+          ├── AudioTooLong              413 audio_too_long       longer than MAX_DURATION_S (at upload: 413; in the
+          │                                                      worker: the failed job's code)
+          ├── ModelLoadFailed               model_load_failed    a model cannot be loaded
+          ├── LanguageNotSupported          language_not_supported  English-only model, another language asked
+          ├── TranslationNotSupported   400 translation_not_supported  English-only model, translation asked (at
+          │                                                      the gateway: 400; in the worker: the job's code)
+          ├── TimeLimit                     time_limit           ran past WORKER_TASK_SOFT_TIME_LIMIT_S
+          ├── WorkerLost                    worker_lost          its workers died WORKER_MAX_ATTEMPTS times
+          └── JobCrashed                    job_crashed          an unexpected error in the worker (see its log)
+
+Routes never build HTTPException by hand: they raise one of these, and one exception handler
+(`api/errors.py`) turns it into the error body with `http_status`. The pipeline raises only
+`JobFailure` subclasses; the store raises none of these (plain `ValueError` for a bad cursor).
+A message never carries a server path or an exception's text. A job failure's message is fixed
+per code (`public_message`); the detailed message goes to the worker's log with the job id.
+"""
+
+from __future__ import annotations
+
+from whisperx_service.errors.base import InternalError, ServiceError, all_codes
+from whisperx_service.errors.jobs import (
+    AudioDecodeFailed,
+    AudioTooLong,
+    FfmpegMissing,
+    JobCrashed,
+    JobFailure,
+    LanguageNotSupported,
+    ModelLoadFailed,
+    TimeLimit,
+    TranslationNotSupported,
+    WorkerLost,
+)
+from whisperx_service.errors.requests import (
+    AdminOnly,
+    EmptyUpload,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InsufficientStorage,
+    InvalidCursor,
+    InvalidEventId,
+    InvalidParameter,
+    InvalidRequest,
+    JobCancelled,
+    JobFinished,
+    JobNotFinished,
+    JobNotFound,
+    JobRunning,
+    MalformedMultipart,
+    MethodNotAllowed,
+    ModelNotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    ResultMissing,
+    RouteNotFound,
+    ServiceUnavailable,
+    TooManyStreams,
+    Unauthorized,
+    Unsupported,
+    UnsupportedMedia,
+    UnsupportedMediaType,
+    UploadTimeout,
+)
+
+__all__ = [
+    "AdminOnly",
+    "AudioDecodeFailed",
+    "AudioTooLong",
+    "EmptyUpload",
+    "FfmpegMissing",
+    "IdempotencyConflict",
+    "IdempotencyInProgress",
+    "InsufficientStorage",
+    "InternalError",
+    "InvalidCursor",
+    "InvalidEventId",
+    "InvalidParameter",
+    "InvalidRequest",
+    "JobCancelled",
+    "JobCrashed",
+    "JobFailure",
+    "JobFinished",
+    "JobNotFinished",
+    "JobNotFound",
+    "JobRunning",
+    "LanguageNotSupported",
+    "MalformedMultipart",
+    "MethodNotAllowed",
+    "ModelLoadFailed",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "QuotaExceeded",
+    "RateLimited",
+    "ResultMissing",
+    "RouteNotFound",
+    "ServiceError",
+    "ServiceUnavailable",
+    "TimeLimit",
+    "TooManyStreams",
+    "TranslationNotSupported",
+    "Unauthorized",
+    "Unsupported",
+    "UnsupportedMedia",
+    "UnsupportedMediaType",
+    "UploadTimeout",
+    "WorkerLost",
+    "all_codes",
+]
