@@ -1,0 +1,102 @@
+"""A webhook receiver on loopback for the tests: a real HTTP server in a thread, answering from a script.
+
+Every accepted TCP connection is counted (`connections`) before any byte is read, and every
+request is logged with its arrival time (monotonic s), headers and body, so a test can tell both
+what was delivered and that nothing connected at all.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+#: A scripted answer that never comes: the handler sleeps this long without answering.
+HANG = -1
+HANG_S = 30.0
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    at: float  # time.monotonic() on arrival
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A running receiver. `script`: the status of each request in turn (HANG: no answer); after the
+    script, `default`."""
+
+    server: ThreadingHTTPServer
+    script: list[int] = field(default_factory=list)
+    default: int = 200
+    requests: list[Received] = field(default_factory=list)
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def url(self, host: str = "127.0.0.1", path: str = "/hook") -> str:
+        """The URL of this receiver under `host` (an IPv6 literal goes in brackets)."""
+        return f"http://{host}:{self.port}{path}"
+
+    def wait_for(self, n: int, timeout_s: float) -> list[Received]:
+        """Wait until at least `n` requests arrived; returns them (AssertionError after `timeout_s`)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= n:
+                    return list(self.requests)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.requests)} requests after {timeout_s} s, expected {n}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, default: int = 200) -> Receiver:
+    """Start a receiver on `host` (a loopback address), free port."""
+    box: dict[str, Receiver] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            rec = box["r"]
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            with rec.lock:
+                rec.requests.append(Received(time.monotonic(), self.path, dict(self.headers.items()), body))
+                n = len(rec.requests)
+            status = rec.script[n - 1] if n <= len(rec.script) else rec.default
+            if status == HANG:
+                time.sleep(HANG_S)
+                return
+            self.send_response(status)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            with box["r"].lock:
+                box["r"].connections += 1
+            return True
+
+    server = Server((host, 0), Handler)
+    rec = Receiver(server, list(script or []), default)
+    box["r"] = rec
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return rec
