@@ -37,6 +37,7 @@ class Receiver:
     server: ThreadingHTTPServer
     script: list[int] = field(default_factory=list)
     default: int = 200
+    redirect: str | None = None  # when set, every answer is a 302 to this URL
     requests: list[Received] = field(default_factory=list)
     connections: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +70,9 @@ def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, def
     box: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.do_POST()
+
         def do_POST(self) -> None:
             rec = box["r"]
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -78,6 +82,12 @@ def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, def
             status = rec.script[n - 1] if n <= len(rec.script) else rec.default
             if status == HANG:
                 time.sleep(HANG_S)
+                return
+            if rec.redirect is not None:
+                self.send_response(302)
+                self.send_header("location", rec.redirect)
+                self.send_header("content-length", "0")
+                self.end_headers()
                 return
             self.send_response(status)
             self.send_header("content-length", "0")
