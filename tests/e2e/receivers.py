@@ -7,11 +7,15 @@ what was delivered and that nothing connected at all.
 
 from __future__ import annotations
 
+import math
 import socket
+import struct
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 #: A scripted answer that never comes: the handler sleeps this long without answering.
@@ -110,3 +114,14 @@ def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, def
     box["r"] = rec
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return rec
+
+
+def write_tone(path: Path) -> Path:
+    """One second of a 440 Hz tone, 16 kHz mono 16-bit WAV, at `path` (audio for jobs that never run)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        tone = (int(8000 * math.sin(i * 440 * 2 * math.pi / 16000)) for i in range(16000))
+        w.writeframes(b"".join(struct.pack("<h", v) for v in tone))
+    return path

@@ -18,8 +18,8 @@ import pytest
 
 from tests.e2e.conftest import Service, start_service, stop_service
 from tests.e2e.faults import wait_until
-from tests.e2e.receivers import Receiver, start_receiver
-from tests.e2e.test_webhooks import audio, deliveries, end_job  # noqa: F401  (the audio fixture)
+from tests.e2e.receivers import Receiver, start_receiver, write_tone
+from tests.e2e.test_webhooks import deliveries, end_job
 from whisperx_service.domain.webhooks import new_webhook_secret
 from whisperx_service.outbound.http import ALL_PORTS, client
 
@@ -44,6 +44,12 @@ def svc(tmp_path_factory: pytest.TempPathFactory, redis_url: str, models_dir: Pa
 
 
 @pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short tone (the jobs never run)."""
+    return write_tone(tmp_path_factory.mktemp("audio") / "tone.wav")
+
+
+@pytest.fixture(scope="module")
 def v4() -> Iterator[Receiver]:
     r = start_receiver("127.0.0.1")
     yield r
@@ -63,7 +69,7 @@ def test_loopback_webhook_refused_without_connecting(
     audio: Path,
     v4: Receiver,
     v6: Receiver,
-    host: str,  # noqa: F811
+    host: str,
 ) -> None:
     port = v6.port if host == "[::1]" else v4.port
     job_id = end_job(svc, audio, f"http://{host}:{port}/hook")

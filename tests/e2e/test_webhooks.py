@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
-import struct
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import standardwebhooks
 
 from tests.e2e.conftest import Service, start_service, stop_service
 from tests.e2e.faults import wait_until
-from tests.e2e.receivers import HANG, Receiver, start_receiver
+from tests.e2e.receivers import HANG, Receiver, start_receiver, write_tone
 from whisperx_service.domain.webhooks import new_webhook_secret
 
 SECRET = new_webhook_secret()
@@ -53,16 +50,8 @@ def svc(tmp_path_factory: pytest.TempPathFactory, redis_url: str, models_dir: Pa
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One second of a 440 Hz tone, 16 kHz mono WAV (the job never runs: any audio does)."""
-    path = tmp_path_factory.mktemp("audio") / "tone.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(
-            b"".join(struct.pack("<h", int(8000 * math.sin(i * 440 * 2 * math.pi / 16000))) for i in range(16000))
-        )
-    return path
+    """A short tone (the jobs never run: any audio does)."""
+    return write_tone(tmp_path_factory.mktemp("audio") / "tone.wav")
 
 
 @pytest.fixture
