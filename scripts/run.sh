@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole service on this machine, in the foreground: installs what is missing, starts Redis
-# (if none answers), the gateway on :8000 and one worker (on the GPU when torch sees one, ASR_DEVICE=auto).
+# (if none answers), the gateway on :8000, one worker (on the GPU when torch sees one, ASR_DEVICE=auto)
+# and one outbound worker (webhook deliveries).
 # Ctrl-C stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ cleanup() { trap - INT TERM EXIT; echo; echo "[run] stopping"; kill "${pids[@]}"
 trap cleanup INT TERM EXIT
 redis_pid=$(scripts/ensure_redis.sh); [ -n "$redis_pid" ] && pids+=("$redis_pid")
 .venv/bin/whisperx-service worker & pids+=($!)
+.venv/bin/whisperx-service outbound & pids+=($!)
 .venv/bin/whisperx-service api & pids+=($!)
 echo "[run] gateway on http://127.0.0.1:${API_PORT:-8000}  (docs: /docs)  Ctrl-C to stop"
 wait -n "${pids[@]}"

@@ -127,7 +127,8 @@ def _registry() -> KeyRegistry:
     "--max-audio-hours-per-day", type=click.FloatRange(min=0), default=None, help="Audio hours per rolling 24 h."
 )
 @click.option("--max-storage-gb", type=click.FloatRange(min=0), default=None, help="GB of uploads kept.")
-@click.option("--json", "as_json", is_flag=True, help="Print {id, name, key, admin, quotas} as JSON.")
+@click.option("--webhook-url", default=None, help="Default webhook URL of the key's jobs (http or https).")
+@click.option("--json", "as_json", is_flag=True, help="Print {id, name, key, webhook_secret, admin, quotas} as JSON.")
 def keys_create(
     name: str,
     admin: bool,
@@ -135,9 +136,14 @@ def keys_create(
     max_running: int | None,
     max_audio_hours_per_day: float | None,
     max_storage_gb: float | None,
+    webhook_url: str | None,
     as_json: bool,
 ) -> None:
-    """Create a key; prints the key alone on one line (it is shown only this once)."""
+    """Create a key; prints the key alone on one line (it is shown only this once).
+
+    With --json the key's webhook signing secret (`webhook_secret`, Standard Webhooks) is printed
+    too, also only this once (`keys rotate-webhook-secret` makes a new one).
+    """
     from whisperx_service.access.keys import KeyAdminError
     from whisperx_service.domain.keys import Quotas
 
@@ -148,11 +154,19 @@ def keys_create(
         max_storage_gb=max_storage_gb,
     )
     try:
-        key, secret = _registry().create(name, admin=admin, quotas=quotas)
+        key, secret = _registry().create(name, admin=admin, quotas=quotas, webhook_url=webhook_url)
     except KeyAdminError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        out = {"id": key.id, "name": key.name, "key": secret, "admin": key.admin, **quotas.model_dump()}
+        out = {
+            "id": key.id,
+            "name": key.name,
+            "key": secret,
+            "webhook_secret": key.webhook_secret,
+            "webhook_url": key.webhook_url,
+            "admin": key.admin,
+            **quotas.model_dump(),
+        }
         click.echo(json.dumps(out))
     else:
         click.echo(secret)
@@ -192,7 +206,64 @@ def keys_revoke(name_or_id: str) -> None:
     click.echo(f"revoked {key.id} ({key.name})")
 
 
+@keys.command("rotate-webhook-secret")
+@click.argument("name_or_id")
+def keys_rotate_webhook_secret(name_or_id: str) -> None:
+    """Make a new webhook signing secret for a key; prints it alone on one line (shown only this once).
+
+    From now on the key's webhooks, retries of earlier events included, are signed with it.
+    """
+    from whisperx_service.access.keys import KeyAdminError
+
+    try:
+        key = _registry().rotate_webhook_secret(name_or_id)
+    except KeyAdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(key.webhook_secret)
+
+
+@keys.command("set-webhook-url")
+@click.argument("name_or_id")
+@click.argument("url", required=False)
+def keys_set_webhook_url(name_or_id: str, url: str | None) -> None:
+    """Set the default webhook URL of a key's jobs (no URL: clear it)."""
+    from whisperx_service.access.keys import KeyAdminError
+
+    try:
+        key = _registry().set_webhook_url(name_or_id, url)
+    except KeyAdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{key.id} ({key.name}): webhook URL {key.webhook_url or 'cleared'}")
+
+
 main.add_command(keys)
+
+
+@main.command("outbound")
+@click.option("--loglevel", default=None, help="Celery log level [default: LOG_LEVEL].")
+def outbound_command(loglevel: str | None) -> None:
+    """Run the outbound worker on OUTBOUND_QUEUE: signed webhook deliveries, OUTBOUND_CONCURRENCY threads.
+
+    It needs no GPU and no model; run one or more next to the gateway. Deliveries wait in Redis
+    (the outbound schedule) while none runs, and are sent once one starts.
+    """
+    from celery.bin.celery import celery as celery_command
+
+    settings = get_settings()
+    celery_command.main(
+        args=[
+            "--app=whisperx_service.outbound.main",
+            "worker",
+            "--pool=threads",
+            f"--concurrency={settings.outbound.concurrency}",
+            f"--queues={settings.outbound.queue}",
+            f"--loglevel={loglevel or settings.observability.log_level}",
+            "--hostname=outbound@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        prog_name="celery",
+    )
 
 
 #: Seconds that open connections (SSE streams) get to end after SIGTERM before the gateway closes

@@ -42,6 +42,22 @@ class Service:
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     worker_cmd: list[str] = field(default_factory=list)
+    outbound_cmd: list[str] = field(default_factory=list)
+
+    def start_outbound(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start one outbound worker (webhook deliveries; its own session, so it can be killed as a
+        group). Its log is `logs/outbound<n>.log`, n = its index in `procs`."""
+        out = (self.logs / f"outbound{len(self.procs)}.log").open("wb")
+        p = subprocess.Popen(
+            self.outbound_cmd,
+            cwd=REPO,
+            env={**self.env, **extra_env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         """Start one more worker process (its own session, so it can be killed as a group).
@@ -114,6 +130,7 @@ def start_service(
     worker_args: tuple[str, ...] = (),
     worker_command: list[str] | None = None,
     workers: int = 1,
+    outbound: bool = False,
     **extra_env: str,
 ) -> Service:
     """Start gateway + worker processes and wait until /readyz says a worker has its models loaded.
@@ -124,7 +141,8 @@ def start_service(
     this service starts. Workers run like `whisperx-service worker`: SIGTERM is a graceful
     shutdown (REMAP_SIGTERM=SIGQUIT), here with a 5 s soft window unless `extra_env` says otherwise.
     With `workers=0` no worker starts (the test starts its own with `Service.start_worker`) and it
-    returns once the gateway answers `/healthz`.
+    returns once the gateway answers `/healthz`. With `outbound`, one outbound worker (webhook
+    deliveries, its own queue) starts too (`Service.start_outbound` starts more).
     """
     tag = uuid.uuid4().hex[:8]
     port = _free_port()
@@ -133,6 +151,7 @@ def start_service(
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/14",
         "REDIS_KEY_PREFIX": f"e2e-{tag}",
         "WORKER_QUEUE": f"e2e-{tag}",
+        "OUTBOUND_QUEUE": f"e2e-out-{tag}",
         "STORAGE_ROOT": str(tmp / "storage"),
         "MODELS_DIR": str(models),
         "ASR_DEVICE": "cpu",
@@ -160,6 +179,11 @@ def start_service(
                 "--port", str(port), "--log-level", "warning"],
     }  # fmt: skip
     svc.worker_cmd = worker_command or cmds["worker"]
+    svc.outbound_cmd = [py, "-m", "celery", "-A", "whisperx_service.outbound.main", "worker", "-P", "threads",
+                        "-c", "4", "-Q", env["OUTBOUND_QUEUE"], "-n", f"e2e-out-{tag}@%h", "--without-gossip",
+                        "--without-mingle", "--loglevel", "INFO"]  # fmt: skip
+    if outbound:
+        svc.start_outbound()
     for _ in range(workers):
         svc.start_worker()
     out = (logs / "api.log").open("wb")

@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "access": {"config", "domain", "errors", "logs", "storage", "store"},
     "pipeline": {"config", "domain", "errors", "media", "storage", "transcripts"},
     "maintenance": {"broker", "config", "domain", "errors", "logs", "storage", "store"},
+    "outbound": {"broker", "config", "domain", "errors", "logs", "storage", "store"},
     "api": {
         "access",
         "broker",
@@ -37,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
         "transcripts",
     },
     "worker": {"broker", "config", "domain", "errors", "logs", "pipeline", "storage", "store", "transcripts"},
-    "cli": {"access", "api", "config", "domain", "errors", "logs", "pipeline", "worker"},
+    "cli": {"access", "api", "config", "domain", "errors", "logs", "outbound", "pipeline", "worker"},
 }
 
 

@@ -17,7 +17,9 @@ import redis.asyncio as aioredis
 import structlog
 
 from whisperx_service.config import Settings
+from whisperx_service.domain.jobs import check_http_url
 from whisperx_service.domain.keys import ApiKey, Quotas, hash_key, is_key_id, key_id_of, new_key, valid_key_name
+from whisperx_service.domain.webhooks import new_webhook_secret
 from whisperx_service.storage.keys import KeyFiles
 from whisperx_service.storage.local import atomic_write_bytes
 from whisperx_service.store.keys import Keys
@@ -46,13 +48,20 @@ class KeyRegistry:
     def _cache(self, key: ApiKey) -> None:
         self.r.set(self.keys.api_key(key.id), key.model_dump_json())
 
-    def create(self, name: str, *, admin: bool = False, quotas: Quotas | None = None) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, *, admin: bool = False, quotas: Quotas | None = None, webhook_url: str | None = None
+    ) -> tuple[ApiKey, str]:
         """Make a key, record it (storage, then Redis) and return it with its secret (shown once).
 
+        The record carries a fresh webhook signing secret (`ApiKey.webhook_secret`), also to be
+        shown once, and the key's default webhook URL when given.
+
         Raises:
-            KeyAdminError: the name is invalid or another key (revoked or not) has it.
+            KeyAdminError: the name is invalid or another key (revoked or not) has it, or the
+                webhook URL is not an http(s) URL.
             OSError, redis.RedisError: storage or Redis failed (storage keeps the record).
         """
+        webhook_url = _webhook_url(webhook_url)
         if not valid_key_name(name):
             raise KeyAdminError(f"invalid key name {name[:64]!r}: use 1-64 letters, digits, '.', '_' or '-'")
         if any(k.name == name for k in self.files.all()):
@@ -65,6 +74,8 @@ class KeyRegistry:
             quotas=quotas or Quotas(),
             created_at=datetime.now(UTC),
             key_hash=hash_key(secret),
+            webhook_secret=new_webhook_secret(),
+            webhook_url=webhook_url,
         )
         self.files.write(key)
         self._cache(key)
@@ -100,6 +111,41 @@ class KeyRegistry:
         self._cache(key)
         return key
 
+    def rotate_webhook_secret(self, name_or_id: str) -> ApiKey:
+        """Give the key a new webhook signing secret (storage, then Redis); the old one signs no more.
+
+        Deliveries not yet sent, retries included, are signed with the new secret.
+
+        Returns:
+            The updated record; its `webhook_secret` is to be shown once.
+        Raises:
+            KeyAdminError: no such key.
+        """
+        key = self._get(name_or_id)
+        key = key.model_copy(update={"webhook_secret": new_webhook_secret()})
+        self.files.write(key)
+        self._cache(key)
+        audit.info("key_webhook_secret_rotated", key_id=key.id, key_name=key.name)
+        return key
+
+    def set_webhook_url(self, name_or_id: str, url: str | None) -> ApiKey:
+        """Set (or clear, with None) the default webhook URL of the key's jobs.
+
+        Raises:
+            KeyAdminError: no such key, or `url` is not an http(s) URL.
+        """
+        key = self._get(name_or_id).model_copy(update={"webhook_url": _webhook_url(url)})
+        self.files.write(key)
+        self._cache(key)
+        audit.info("key_webhook_url_set", key_id=key.id, key_name=key.name, cleared=url is None)
+        return key
+
+    def _get(self, name_or_id: str) -> ApiKey:
+        key = self.find(name_or_id)
+        if key is None:
+            raise KeyAdminError(f"no key named or with id {name_or_id[:64]!r}")
+        return key
+
     def ensure_admin_key(self) -> Path | None:
         """On first start: create the `admin` key and write it to `STORAGE_ROOT/admin.key` (0600).
 
@@ -113,6 +159,20 @@ class KeyRegistry:
         atomic_write_bytes(path, (secret + "\n").encode())  # mkstemp's mode: 0600
         path.chmod(0o600)
         return path
+
+
+def _webhook_url(url: str | None) -> str | None:
+    """`url` checked as a webhook URL (None or blank: None).
+
+    Raises:
+        KeyAdminError: not an http(s) URL.
+    """
+    if url is None or not url.strip():
+        return None
+    try:
+        return check_http_url(url)
+    except ValueError as e:
+        raise KeyAdminError(f"webhook URL: {e}") from None
 
 
 def _free_name(reg: KeyRegistry) -> str:

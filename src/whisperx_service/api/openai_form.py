@@ -17,7 +17,8 @@ Fields (OpenAI's, plus WhisperX's as extra fields; arrays come as `x[]` or `x`, 
 - `known_speaker_names[]`, `known_speaker_references[]`: 400 `unsupported`.
 - `diarize` (default: true for `diarized_json` or a model name containing `diarize`, else false),
   `num_speakers`, `min_speakers`, `max_speakers`, `align` (default true; false for translations,
-  whose English words are not in the audio): the job options of the same names.
+  whose English words are not in the audio), `webhook_url`, `webhook_events`: the job options of
+  the same names.
 
 Every bad value is 400 `invalid_parameter` naming the parameter (OpenAI's clients expect 400).
 The fields in `ANSWER_ONLY` do not count for an Idempotency-Key: a repeat may ask for the same
@@ -59,6 +60,8 @@ _SINGLE = frozenset(
         "min_speakers",
         "max_speakers",
         "align",
+        "webhook_url",
+        "webhook_events",
     }
 )
 _ARRAYS = ("timestamp_granularities", "include", "keywords", "languages", "known_speaker_names",
@@ -162,7 +165,7 @@ def parse_openai(fields: Mapping[str, str], multi: Mapping[str, list[str]], task
         "align": align,
         "task": task,
     }
-    for name in ("num_speakers", "min_speakers", "max_speakers"):
+    for name in ("num_speakers", "min_speakers", "max_speakers", "webhook_url", "webhook_events"):
         if fields.get(name, "").strip():
             raw[name] = fields[name].strip()
     try:

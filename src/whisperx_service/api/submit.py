@@ -9,6 +9,7 @@ everything before it is undone: no files, no job.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from whisperx_service.access.quotas import check_quotas, quota_lock
 from whisperx_service.api.auth import Principal
 from whisperx_service.api.multipart_form import FormSpec
 from whisperx_service.api.upload import NO_SPACE_ERRNOS, Upload, receive_upload
+from whisperx_service.api.webhook_options import with_webhook
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, new_job_id
 from whisperx_service.errors import InsufficientStorage
@@ -30,6 +32,7 @@ from whisperx_service.logs import get_logger
 from whisperx_service.storage.local import Storage, atomic_write_json
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.records import final_record
+from whisperx_service.store.webhooks import job_event_async
 
 log = get_logger(__name__)
 audit = get_logger("whisperx_service.audit")
@@ -79,7 +82,7 @@ async def create_job(
         upload = await receive_upload(
             request, storage, job_id, settings.limits, spec, min_free_bytes=settings.storage.min_free_bytes
         )
-        options = options_of(upload.form)
+        options = with_webhook(options_of(upload.form), principal, settings)
         # Quota check and creation in one step per key (on every gateway): two submissions of one
         # key never both take its last free place.
         async with quota_lock(jobs, principal.key):
@@ -125,6 +128,15 @@ async def create_job(
     return Created(record, upload)
 
 
+async def announce_end(jobs: AsyncJobStore, job_id: str) -> None:
+    """Record the `ended` webhook event of a job the gateway ended (cancelled while queued) when it
+    wants one (`store.webhooks.job_event_async`); a failure is logged, never raised."""
+    try:
+        await job_event_async(jobs.r, jobs.keys, job_id, "ended", int(time.time() * 1000))
+    except Exception as e:
+        log.error("webhook_hook_failed", job_id=job_id, error=repr(e))
+
+
 async def cancel_quietly(jobs: AsyncJobStore, storage: Storage, job_id: str, reason: str) -> str:
     """Cancel a job as DELETE /v1/jobs/{id} does (a queued one at once, its final record written;
     a running one by request), for the gateway's own reasons (`reason` goes to the audit line).
@@ -139,6 +151,7 @@ async def cancel_quietly(jobs: AsyncJobStore, storage: Storage, job_id: str, rea
         record = await jobs.get(job_id)
         if record is not None:
             await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+        await announce_end(jobs, job_id)
     if outcome.outcome in ("cancelled", "cancelling"):
         was = "queued" if outcome.outcome == "cancelled" else "running"
         audit.info("job_cancelled", job_id=job_id, was=was, by=reason)

@@ -27,6 +27,10 @@ from whisperx_service.config import Settings
 
 #: The one task name the gateway enqueues (task id = job id).
 TRANSCRIBE_TASK = "whisperx_service.transcribe"
+#: The outbound worker's task: one item of the outbound schedule (`webhook:<delivery id>`).
+OUTBOUND_TASK = "whisperx_service.outbound"
+#: The outbound worker's Celery app name (`Celery.main`).
+OUTBOUND_APP = "whisperx_service_outbound"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -54,6 +58,35 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_default_queue=w.queue,
         task_routes={TRANSCRIBE_TASK: {"queue": w.queue}},
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options=transport_options(settings),
+        broker_connection_retry_on_startup=True,
+    )
+    app.wxs_settings = settings
+    return app
+
+
+def make_outbound_celery(settings: Settings) -> Celery:
+    """The Celery app of the outbound worker (webhook deliveries) on OUTBOUND_QUEUE.
+
+    The broker settings are the GPU workers' (same Redis, same key prefix, same visibility
+    timeout: kombu's redelivery sweep reads one `unacked` hash for every queue, so one timeout
+    must hold for all); the tasks are short, run in threads, and never go to WORKER_QUEUE.
+    Redelivery after a dead worker comes from the outbound schedule's lease (`store/webhooks.py`),
+    not from the broker.
+    """
+    app = Celery(OUTBOUND_APP, broker=settings.redis.url, include=["whisperx_service.outbound.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.outbound.concurrency,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_ignore_result=True,
+        task_default_queue=settings.outbound.queue,
+        task_routes={OUTBOUND_TASK: {"queue": settings.outbound.queue}},
         task_serializer="json",
         accept_content=["json"],
         broker_transport_options=transport_options(settings),

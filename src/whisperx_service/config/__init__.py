@@ -28,6 +28,7 @@ from whisperx_service.config.base import (
     is_loopback_host,
     split_address,
 )
+from whisperx_service.config.outbound import OutboundSettings, WebhookSettings
 from whisperx_service.config.pipeline import (
     AlignSettings,
     AsrSettings,
@@ -60,11 +61,13 @@ __all__ = [
     "LimitsSettings",
     "ModelsSettings",
     "ObservabilitySettings",
+    "OutboundSettings",
     "RedisSettings",
     "RetentionSettings",
     "Settings",
     "StorageSettings",
     "VadMethod",
+    "WebhookSettings",
     "WorkerSettings",
     "get_settings",
     "is_loopback_host",
@@ -94,6 +97,8 @@ class Settings(BaseSettings):
     models: ModelsSettings = _default(ModelsSettings)
     worker: WorkerSettings = _default(WorkerSettings)
     observability: ObservabilitySettings = _default(ObservabilitySettings)
+    outbound: OutboundSettings = _default(OutboundSettings)
+    webhook: WebhookSettings = _default(WebhookSettings)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

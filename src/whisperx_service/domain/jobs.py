@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -100,6 +101,36 @@ def job_percent(
     return round(first + (100.0 - first - last) * done, 1)
 
 
+#: Longest URL accepted (webhook_url, a job's source url), in characters.
+MAX_URL_CHARS = 2048
+
+
+def check_http_url(value: str) -> str:
+    """`value` stripped, when it is an absolute http or https URL with a host and no user info.
+
+    Only the form is checked here; where it may lead is checked when the service connects
+    (outbound requests refuse private addresses unless OUTBOUND_ALLOW_PRIVATE).
+
+    Raises:
+        ValueError: another scheme, no host, credentials in the URL, or control characters.
+    """
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the URL must not carry a user name or password")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ValueError("the URL must not contain spaces or control characters")
+    try:
+        _ = parts.port  # a port out of range raises ValueError
+    except ValueError:
+        raise ValueError("the URL's port is not a number from 0 to 65535") from None
+    return url
+
+
 class JobOptions(BaseModel):
     """What the user asked for. Every field is optional in the request; defaults are below."""
 
@@ -118,6 +149,20 @@ class JobOptions(BaseModel):
     task: Literal["transcribe", "translate"] = Field(
         "transcribe", description="`translate`: Whisper's translation into English (a multilingual model only)"
     )
+    webhook_url: str | None = Field(
+        None,
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL the service POSTs a signed event to when the job ends (Standard Webhooks); "
+        "unset = the API key's default webhook URL, if any",
+    )
+    webhook_events: Literal["end", "progress"] = Field(
+        "end", description="`progress`: also one event per stage the job enters, besides the end"
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        return check_http_url(v) if v is not None and v.strip() else None
 
     @field_validator("language")
     @classmethod

@@ -58,6 +58,10 @@ class ApiKey(BaseModel):
     created_at: datetime
     revoked_at: datetime | None = None
     key_hash: str = Field(description="SHA-256 of the whole key, hex")
+    webhook_secret: str | None = Field(
+        None, description="Signs this key's webhooks (`whsec_...`, Standard Webhooks); shown once, at creation"
+    )
+    webhook_url: str | None = Field(None, description="Webhook URL of the key's jobs that name none")
 
     @field_validator("name")
     @classmethod
@@ -77,8 +81,8 @@ class ApiKey(BaseModel):
         return KeyOwner(id=self.id, name=self.name)
 
     def public(self) -> dict[str, object]:
-        """The key's record without its hash (for `keys list` and logs)."""
-        return self.model_dump(mode="json", exclude={"key_hash"})
+        """The key's record without its hash and signing secret (for `keys list` and logs)."""
+        return self.model_dump(mode="json", exclude={"key_hash", "webhook_secret"})
 
     def matches(self, key: str) -> bool:
         """True when `key` is this key (constant-time comparison of the hashes)."""

@@ -49,6 +49,7 @@ from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.dispatch import DispatchStore
 from whisperx_service.store.locks import LeaderLock
 from whisperx_service.store.records import final_record
+from whisperx_service.store.webhooks import job_event_async
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +86,14 @@ async def _write_final(jobs: AsyncJobStore, storage: Storage, job_id: str) -> No
     record = await jobs.get(job_id)
     if record is not None and record.status.terminal:
         await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+
+
+async def _announce_end(jobs: AsyncJobStore, job_id: str) -> None:
+    """Record the `ended` webhook event of a job the reconciler ended, when it wants one; never raises."""
+    try:
+        await job_event_async(jobs.r, jobs.keys, job_id, "ended", int(time.time() * 1000))
+    except Exception as e:
+        log.error("webhook_hook_failed", job_id=job_id, error=repr(e))
 
 
 async def sweep(
@@ -128,6 +137,7 @@ async def sweep(
         )
         if outcome == "ended":
             await _write_final(jobs, storage, job_id)
+            await _announce_end(jobs, job_id)
             out.ended[job_id] = status
             log.warning("job_ended_by_reconciler", job_id=job_id, status=status)
         elif outcome == "requeue":

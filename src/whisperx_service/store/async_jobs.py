@@ -149,13 +149,17 @@ class AsyncJobStore(JobQueries):
         return CancelOutcome(outcome, status)  # type: ignore[arg-type]
 
     async def purge(self, job_id: str) -> None:
-        """Remove every Redis key of an ended job: its hash, events and index entries.
+        """Remove every Redis key of an ended job: its hash, events, index entries and webhook deliveries.
 
         Only for a terminal job (a running worker would lose its state); the caller checks that.
         """
         owner = await self.r.hget(self.keys.job(job_id), "owner_id")
+        deliveries = [as_str(d) for d in await self.r.lrange(self.keys.job_deliveries(job_id), 0, -1)]
         p = self.r.pipeline(transaction=True)
-        p.delete(self.keys.job(job_id), self.keys.events(job_id))
+        p.delete(self.keys.job(job_id), self.keys.events(job_id), self.keys.job_deliveries(job_id))
+        for d in deliveries:
+            p.delete(self.keys.delivery(d), self.keys.delivery_attempts(d))
+            p.zrem(self.keys.outbound_due(), f"webhook:{d}")
         p.zrem(self.keys.jobs_index(), job_id)
         if owner:
             p.zrem(self.keys.owner_jobs(as_str(owner)), job_id)

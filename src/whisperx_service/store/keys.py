@@ -119,6 +119,28 @@ class Keys:
         """Prefix of the rate limiter's keys (the `limits` library adds its own suffixes)."""
         return f"{self.prefix}:limits"
 
+    def delivery(self, delivery_id: str) -> str:
+        """Hash: one webhook delivery (job, event, url, state, attempts made, the body once built);
+        `store/webhooks.py`."""
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def delivery_attempts(self, delivery_id: str) -> str:
+        """List: one JSON `WebhookAttempt` per attempt at a delivery, oldest first."""
+        return f"{self.prefix}:delivery:{delivery_id}:attempts"
+
+    def job_deliveries(self, job_id: str) -> str:
+        """List: ids of a job's webhook deliveries, in the order their events happened."""
+        return f"{self.prefix}:job:{job_id}:deliveries"
+
+    def outbound_due(self) -> str:
+        """Sorted set: outbound work (`webhook:<delivery id>`) scored by when it is due (ms); a
+        sent item is pushed a lease ahead, so one whose worker died comes due again."""
+        return f"{self.prefix}:outbound:due"
+
+    def outbound_lock(self, item: str) -> str:
+        """String: held (SET NX PX) while one outbound worker thread works on an item."""
+        return f"{self.prefix}:outbound:lock:{item}"
+
     def metrics(self) -> str:
         """Hash: service-wide counters shared by all gateway and worker processes."""
         return f"{self.prefix}:metrics"

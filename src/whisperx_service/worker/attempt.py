@@ -12,6 +12,7 @@ from whisperx_service.errors import JobFailure
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.store.records import final_record
+from whisperx_service.worker.announce import announce
 from whisperx_service.worker.observe import count_end
 from whisperx_service.worker.shutdown import free_working_memory
 
@@ -82,6 +83,7 @@ class Attempt:
             return FENCED
         count_end(status.value, error.code if error else "")
         write_final(self.store, self.storage, self.job_id, self.log)
+        announce(self.store, self.job_id, "ended", self.log)
         return status.value
 
     def close(self) -> None:

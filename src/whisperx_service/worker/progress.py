@@ -6,8 +6,12 @@ import threading
 import time
 
 from whisperx_service.domain.jobs import CHUNK_STAGES, JobOptions, Stage, job_percent
+from whisperx_service.logs import get_logger
 from whisperx_service.store.jobs import JobStore
+from whisperx_service.worker.announce import announce
 from whisperx_service.worker.stall import StallWatch
+
+log = get_logger(__name__)
 
 
 class JobLost(Exception):
@@ -69,6 +73,9 @@ class ProgressPublisher:
         self.last_time = 0.0
         self.beat_at: tuple[Stage, int, float] | None = None  # the last progress point the watch was told of
         self.rate_origin: tuple[float, float] | None = None  # (monotonic s, percent) when work began
+        # webhook_events=progress: one `stage.<name>` webhook event per stage the job enters
+        self.stage_events = options.webhook_events == "progress"
+        self.announced: set[Stage] = set()
 
     def eta_s(self, percent: float, now: float) -> float | None:
         """Seconds left at the rate this attempt has made progress (None until it can tell)."""
@@ -113,6 +120,9 @@ class ProgressPublisher:
             raise JobLost(f"job {self.job_id} attempt {self.attempt} is no longer running here")
         self.last_key, self.last_percent, self.last_time = key, pct, now
         self.last_stage_percent = stage_percent
+        if self.stage_events and stage not in self.announced:
+            self.announced.add(stage)
+            announce(self.store, self.job_id, f"stage.{stage.value}", log)
 
     def _beat(self, stage: Stage, chunk: int, stage_percent: float) -> None:
         """Tell the watch when the job moved on: a new stage or chunk, or a higher stage percent."""

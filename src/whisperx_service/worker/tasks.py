@@ -30,6 +30,7 @@ from whisperx_service.domain.jobs import JobStatus, Stage
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
 from whisperx_service.worker import exporter, heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
+from whisperx_service.worker.announce import announce
 from whisperx_service.worker.attempt import Attempt, write_final
 from whisperx_service.worker.lease import LeaseKeeper
 from whisperx_service.worker.models import get_model_cache
@@ -53,6 +54,7 @@ def transcribe(self: Task, job_id: str) -> str:
     claim = store.claim(job_id, worker_name(), settings.worker.lease_s, max_attempts=settings.worker.max_attempts)
     if claim.outcome == "ended":  # cancel requested, or its workers were lost WORKER_MAX_ATTEMPTS times
         write_final(store, storage, job_id, bound)
+        announce(store, job_id, "ended", bound)
         ended = store.get(job_id)
         count_end(claim.status, ended.error.code if ended is not None and ended.error else "")
         shutil.rmtree(storage.work_dir(job_id), ignore_errors=True)

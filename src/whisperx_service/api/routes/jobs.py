@@ -26,7 +26,7 @@ from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.idempotency import Idempotent
 from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM
-from whisperx_service.api.submit import create_job
+from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
@@ -216,6 +216,7 @@ async def cancel_job(
         raise JobNotFound(f"job {job_id} not found")
     if outcome.outcome == "cancelled":
         await anyio.to_thread.run_sync(functools.partial(storage.write_final, job_id, **final_record(record)))
+        await announce_end(jobs, job_id)
         audit.info("job_cancelled", was="queued")
         return record
     audit.info("job_cancelled", was="running")
