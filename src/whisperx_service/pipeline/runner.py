@@ -28,6 +28,7 @@ from whisperx_service.pipeline.models.provider import ModelProvider
 from whisperx_service.pipeline.plan import JobPaths, ProgressFn, decode_once, load_or_make_plan
 from whisperx_service.pipeline.post.linking import link_speakers
 from whisperx_service.pipeline.post.merge import merge_chunk_turns, merge_chunk_words, seam_cuts, window_cuts
+from whisperx_service.pipeline.post.partial import final_chunk_words, words_text
 from whisperx_service.pipeline.post.segments import build_segments
 from whisperx_service.pipeline.post.speakers import apply_speaker_map, relabel_speakers, speaker_stats
 from whisperx_service.pipeline.stages.chunk import ChunkResult, process_chunk
@@ -45,6 +46,7 @@ def run_pipeline(
     attempt: int = 0,
     on_decoded: Callable[[float], None] | None = None,
     on_chunk: Callable[[ChunkResult, bool, int], None] | None = None,
+    on_final_text: Callable[[int, str, str], None] | None = None,
 ) -> Transcript:
     """Transcribe one file end to end, resuming from whatever an earlier run of the job left.
 
@@ -60,6 +62,10 @@ def run_pipeline(
         attempt: written into new checkpoints (which attempt computed each chunk).
         on_decoded: called once with the audio duration in seconds.
         on_chunk: called after each chunk with (result, reused from its checkpoint, number of chunks).
+        on_final_text: called with (k, text, language) once chunk k's text is final, i.e. right after chunk
+            k+1 (`post/partial.py`): the text of the words of chunk k that the merge keeps, as a
+            segment's text is made. Not called for the last chunk (its text is final at the end),
+            and called again for each chunk when a rerun reuses the checkpoints.
     Returns:
         The transcript: words from every chunk merged without loss or doubling at the seams,
         speakers linked across chunks, segments split at speaker turns, speaker talk times,
@@ -101,6 +107,10 @@ def run_pipeline(
         results.append(result)
         if on_chunk is not None:
             on_chunk(result, reused, len(chunks))
+        if on_final_text is not None and len(results) >= 2:
+            final = len(results) - 2
+            kept = final_chunk_words([r.words for r in results], chunks, plan.windows, final)
+            on_final_text(final, words_text(kept), language)
 
     t = time.perf_counter()
     progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))

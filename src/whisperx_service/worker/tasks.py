@@ -94,10 +94,18 @@ def transcribe(self: Task, job_id: str) -> str:
 
     last_stage = Stage.diarize if options.diarize else Stage.align if options.align else Stage.transcribe
 
+    plan_chunks = [1]  # the plan's number of chunks, as on_chunk last heard it
+
     def on_chunk(result: ChunkResult, reused: bool, chunks: int) -> None:
+        plan_chunks[0] = chunks
         # One event per chunk says whether it was computed now or reused from its checkpoint.
         bound.info("chunk_done", chunk=result.chunk.index, reused=reused, computed_by_attempt=result.attempt)
         publish(last_stage, 100.0, result.chunk.index, chunks, checkpoint="reused" if reused else "saved")
+
+    def on_final_text(k: int, text: str, language: str) -> None:
+        # The text of chunk k is final once chunk k+1 is done: a progress event carries it, so a
+        # stream (the OpenAI one's deltas) can send it before the job ends.
+        publish(last_stage, 100.0, k + 1, plan_chunks[0], final_chunk=str(k), final_text=text, language=language)
 
     def still_ours() -> None:
         # Checked right before the result is written: given up by the watchdog, or the lease is no
@@ -126,6 +134,7 @@ def transcribe(self: Task, job_id: str) -> str:
                 attempt=claim.attempt,
                 on_decoded=on_decoded,
                 on_chunk=on_chunk,
+                on_final_text=on_final_text,
             )
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         still_ours()
