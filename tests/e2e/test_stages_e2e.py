@@ -101,7 +101,8 @@ def test_diarize_only_matches_the_full_jobs_der_without_asr(
     res = only.result
     assert "asr" not in res["models"] and "align" not in res["models"]
     assert [s["text"] for s in res["segments"]] == [""] * len(res["segments"]) and only.words() == []
-    assert [(s["start"], s["end"], s["speaker"]) for s in res["segments"]] == only.turns()
+    rounded = [(round(s, 3), round(e, 3), spk) for s, e, spk in only.turns()]
+    assert [(s["start"], s["end"], s["speaker"]) for s in res["segments"]] == rounded
     assert len(res["speakers"]) == 2
     srt = svc.result(only.id, "srt")
     assert srt.status_code == 200 and srt.text.count(" --> ") == len(res["segments"])

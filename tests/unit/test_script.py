@@ -7,7 +7,8 @@ import pytest
 
 from whisperx_service.domain.jobs import JobOptions, Stage, skipped_stages
 from whisperx_service.domain.script import Script, ScriptSegment, parse_script
-from whisperx_service.pipeline.stages.script import anchor_text, timed_segments
+from whisperx_service.domain.transcript import Word
+from whisperx_service.pipeline.stages.script import anchor_text, clip_to_speech, timed_segments
 
 
 def test_plain_text_and_timed_json_are_read() -> None:
@@ -97,3 +98,27 @@ def test_the_stages_each_task_skips() -> None:
     assert skipped_stages(JobOptions(task="align"), timed_script=True) == {Stage.transcribe}
     assert JobOptions(task="translate").whisper_task == "translate"
     assert JobOptions(task="align").whisper_task == "transcribe"
+
+
+def test_words_fit_the_speech_regions_they_start_in() -> None:
+    words = [Word(word="a", start=1.0, end=2.9), Word(word="b", start=1.5, end=2.0), Word(word="c", start=3.2, end=3.5),
+             Word(word="d", start=6.0, end=7.0)]  # fmt: skip
+    got = clip_to_speech(words, [(3.0, 4.0), (0.5, 2.2)])
+    assert [(w.start, w.end) for w in got] == [(0.5, 2.2), (1.5, 2.0), (3.0, 3.5), (6.0, 7.0)]
+
+
+def test_a_diarize_only_result_shows_its_turns_in_every_format() -> None:
+    from whisperx_service.domain.transcript import SpeakerTurn, Transcript
+    from whisperx_service.pipeline.post.segments import turn_segments
+    from whisperx_service.transcripts.formats import render
+
+    turns = [
+        SpeakerTurn(start=2.0, end=3.5, speaker="SPEAKER_01"),
+        SpeakerTurn(start=0.5, end=1.8, speaker="SPEAKER_00"),
+    ]
+    t = Transcript(language="und", duration=4.0, segments=turn_segments(turns), speaker_turns=turns)
+    assert render(t, "srt")[0].decode() == (
+        "1\n00:00:00,500 --> 00:00:01,800\n[SPEAKER_00]\n\n2\n00:00:02,000 --> 00:00:03,500\n[SPEAKER_01]\n"
+    )
+    assert "00:00:02.000 --> 00:00:03.500\n<v SPEAKER_01>\n" in render(t, "vtt")[0].decode()
+    assert render(t, "tsv")[0].decode().splitlines()[1:] == ["500\t1800\tSPEAKER_00\t", "2000\t3500\tSPEAKER_01\t"]

@@ -21,7 +21,7 @@ from whisperx_service.pipeline.models.provider import ModelProvider
 from whisperx_service.pipeline.post.speakers import assign_speakers
 from whisperx_service.pipeline.stages.align import align
 from whisperx_service.pipeline.stages.diarize import diarize
-from whisperx_service.pipeline.stages.script import anchor_text, timed_segments
+from whisperx_service.pipeline.stages.script import anchor_text, clip_to_speech, timed_segments
 from whisperx_service.pipeline.stages.transcribe import transcribe
 from whisperx_service.pipeline.stages.words import words_of_segments
 from whisperx_service.transcripts.text import word_separator
@@ -141,7 +141,9 @@ def _words(
     first: bool,
     last: bool,
 ) -> list[Word]:
-    """The chunk's words: transcribed (or the script's, placed), then aligned; times into `timings`."""
+    """The chunk's words: transcribed (or the script's, placed), then aligned; times into `timings`.
+
+    The script's words end within the speech region they start in (`clip_to_speech`)."""
     segments: list[dict[str, Any]] = []
     if script is not None and script.timed:
         segments = timed_segments(script, origin, chunk.start_s, chunk.end_s)
@@ -160,4 +162,7 @@ def _words(
         progress(Stage.align, 0.0)
         segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
         timings["align"] = time.perf_counter() - t
-    return words_of_segments(segments, origin, chunk.end_s, word_separator(language))
+    words = words_of_segments(segments, origin, chunk.end_s, word_separator(language))
+    if script is not None:
+        words = clip_to_speech(words, [(float(a), float(b)) for w in windows for a, b in w["segments"]])
+    return words

@@ -8,6 +8,8 @@ words goes with the words around it, and a run that falls between two segments j
 one, so the aligner (not a guess) decides where in the joined span each word is. The segments
 keep the ASR segments' spans (seconds from the chunk's origin), the text is the user's.
 
+The placed words end no later than the speech region they start in (`clip_to_speech`).
+
 A chunk takes the words from its first to its last match (the first chunk from the script's
 start, the last one to its end): chunks overlap (CHUNK_OVERLAP_S), so words near a seam are
 placed in both and the merge keeps one copy (`post/merge.py`).
@@ -15,11 +17,13 @@ placed in both and the merge keeps one copy (`post/merge.py`).
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from typing import Any
 
 from whisperx_service.domain.script import Script
+from whisperx_service.domain.transcript import Word
 
 _NOT_WORD = re.compile(r"[^\w']+")
 
@@ -96,3 +100,32 @@ def anchor_text(
     if pending:
         groups[-1][2].extend(pending)
     return [{"start": spans[a][0], "end": spans[b][1], "text": " ".join(ws)} for a, b, ws in groups]
+
+
+def clip_to_speech(words: list[Word], regions: list[tuple[float, float]]) -> list[Word]:
+    """Fit words to the speech regions (VAD): each word ends no later than the end of the region
+    it starts in, and the first word of a region starts at the region's start.
+
+    Why: Whisper's attention alignment gives the pause after a turn's last word to that word (its
+    end reaches the next word's start) and may start the next word late; the VAD's regions start
+    and end where the speech does. A word that starts outside every region is left as it is.
+
+    Args:
+        words: words with absolute times (seconds), in order.
+        regions: speech regions `(start, end)` in absolute seconds (the plan's windows' `segments`).
+    Returns:
+        New list; moved words are copies (start <= end kept).
+    """
+    ordered = sorted(regions)
+    starts = [s for s, _ in ordered]
+    out: list[Word] = []
+    seen = -1  # the region of the previous word
+    for w in words:
+        i = bisect.bisect_right(starts, w.start) - 1
+        if i >= 0 and w.start <= ordered[i][1]:
+            begin, end = ordered[i]
+            start = begin if i != seen and i > seen else w.start
+            w = w.model_copy(update={"start": start, "end": max(start, min(w.end, end))})
+            seen = i
+        out.append(w)
+    return out
