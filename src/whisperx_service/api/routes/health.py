@@ -58,7 +58,7 @@ async def readyz(settings: SettingsDep, jobs: JobsDep, storage: StorageDep) -> J
     body: dict[str, Any] = {
         "status": "ready" if ready else "not_ready",
         "checks": {"redis": redis_ok, "storage": storage_ok, "workers": len(live), "warm_workers": warm},
-        "workers": [w.model_dump(mode="json", exclude={"processes": {"__all__": {"languages"}}}) for w in live],
+        "workers": [w.model_dump(mode="json") for w in live],
         "failures": [f.model_dump(mode="json") for f in failures],
     }
     if not ready:

@@ -24,7 +24,7 @@ router = APIRouter(tags=["languages"])
 @router.get(
     "/v1/languages",
     summary="Languages the workers transcribe, and their word alignment",
-    responses={503: {"description": "service_unavailable (Redis, or no warm worker has reported yet)"}},
+    responses={503: {"description": "service_unavailable (Redis does not answer)"}},
 )
 async def list_languages(_: PrincipalDep, settings: SettingsDep, jobs: JobsDep) -> dict[str, Any]:
     """`{models: [...], languages: [{code, name, alignment, align_backend, align_model}]}`.
@@ -33,18 +33,17 @@ async def list_languages(_: PrincipalDep, settings: SettingsDep, jobs: JobsDep) 
     `languages`: every language one of them transcribes (faster-whisper's list for the model:
     only `en` for an English-only `.en` model), in that list's order, `alignment` true when a
     process that transcribes it can also time its words (`pipeline/models/languages.py`).
+    Both lists are empty while no live worker process is warm (the languages are those of the
+    loaded model: ask again once `/readyz` is 200).
 
     Raises:
-        ServiceUnavailable: Redis does not answer, or no live worker process is warm yet (the
-            languages are the loaded model's; retry once `/readyz` is 200).
+        ServiceUnavailable: Redis does not answer.
     """
     try:
         live = await workers.live_workers(jobs.r, jobs.keys, within_s=3 * settings.worker.heartbeat_s)
     except redis.RedisError:
         raise ServiceUnavailable("Redis does not answer; try again") from None
     processes = [p for w in live for p in w.processes if p.state is ProcessState.warm and p.languages]
-    if not processes:
-        raise ServiceUnavailable("no worker has loaded its ASR model yet; try again once /readyz is ready")
     merged: dict[str, LanguageSupport] = {}
     for process in processes:
         for lang in process.languages:
