@@ -32,7 +32,7 @@ from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.metrics import MetricsListener
-from whisperx_service.api.routes import events, health, jobs, openai, results, webhooks
+from whisperx_service.api.routes import events, health, jobs, languages, openai, results, stages, webhooks
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
 from whisperx_service.storage.local import Storage
@@ -182,7 +182,7 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
-    for module in (jobs, events, results, webhooks, health, openai):
+    for module in (jobs, stages, events, results, webhooks, health, openai, languages):
         app.include_router(module.router)
     return app
 

@@ -86,7 +86,8 @@ class Upload(Generic[T]):
 def body_limit(limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int:
     """Most bytes a body of the form `spec` may have: the file, every field at its limit, and
     `MULTIPART_OVERHEAD_BYTES` for boundaries and part headers."""
-    return limits.max_upload_bytes + spec.field_limit * limits.max_form_field_bytes + MULTIPART_OVERHEAD_BYTES
+    large = len(spec.large_fields) * limits.max_transcript_bytes
+    return limits.max_upload_bytes + spec.field_limit * limits.max_form_field_bytes + large + MULTIPART_OVERHEAD_BYTES
 
 
 def check_content_length(request: Request, limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int | None:
@@ -204,6 +205,7 @@ async def digest_upload(request: Request, limits: LimitsSettings, spec: FormSpec
             tmp_path=None,
             max_file_bytes=limits.max_upload_bytes,
             max_field_bytes=limits.max_form_field_bytes,
+            max_large_field_bytes=limits.max_transcript_bytes,
             spec=spec,
         )
         try:
@@ -317,6 +319,7 @@ async def _receive_upload(
         tmp_path=job_dir / f"{TMP_PREFIX}source",
         max_file_bytes=limits.max_upload_bytes,
         max_field_bytes=limits.max_form_field_bytes,
+        max_large_field_bytes=limits.max_transcript_bytes,
         spec=spec,
     )
 

@@ -16,16 +16,20 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
      ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
      ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
+     ├── JobNotSucceeded                409 job_not_succeeded    a stage asked of an earlier job that did not succeed
      ├── JobFinished                    409 job_finished         cancel of a job that already ended
      ├── JobRunning                     409 job_running          purge of a job a worker runs
      ├── JobCancelled                   409 job_cancelled        an OpenAI request's job was cancelled before it ended
      ├── IdempotencyConflict            409 idempotency_conflict the Idempotency-Key was used with other content
      ├── IdempotencyInProgress          409 idempotency_in_progress  the first request with the key still uploads
      ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
+     ├── TranscriptTooLong              413 transcript_too_long  an align job's transcript over MAX_TRANSCRIPT_BYTES
      ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
      ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
      ├── InvalidRequest                 422 invalid_request      bad form field, query or header
      │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
+     │    ├── TranscriptRequired        422 transcript_required  task=align without a transcript
+     │    ├── InvalidTranscript         422 invalid_transcript   a transcript that is neither words nor timed JSON
      │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
      ├── QuotaExceeded                  429 quota_exceeded       a per-key quota is used up (the message names it)
      ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
@@ -78,10 +82,12 @@ from whisperx_service.errors.requests import (
     InvalidEventId,
     InvalidParameter,
     InvalidRequest,
+    InvalidTranscript,
     JobCancelled,
     JobFinished,
     JobNotFinished,
     JobNotFound,
+    JobNotSucceeded,
     JobRunning,
     MalformedMultipart,
     MethodNotAllowed,
@@ -93,6 +99,8 @@ from whisperx_service.errors.requests import (
     RouteNotFound,
     ServiceUnavailable,
     TooManyStreams,
+    TranscriptRequired,
+    TranscriptTooLong,
     Unauthorized,
     Unsupported,
     UnsupportedMedia,
@@ -114,12 +122,14 @@ __all__ = [
     "InvalidEventId",
     "InvalidParameter",
     "InvalidRequest",
+    "InvalidTranscript",
     "JobCancelled",
     "JobCrashed",
     "JobFailure",
     "JobFinished",
     "JobNotFinished",
     "JobNotFound",
+    "JobNotSucceeded",
     "JobRunning",
     "LanguageNotSupported",
     "MalformedMultipart",
@@ -135,6 +145,8 @@ __all__ = [
     "ServiceUnavailable",
     "TimeLimit",
     "TooManyStreams",
+    "TranscriptRequired",
+    "TranscriptTooLong",
     "TranslationNotSupported",
     "Unauthorized",
     "Unsupported",

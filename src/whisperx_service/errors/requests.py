@@ -106,6 +106,14 @@ class JobNotFinished(ServiceError):
     http_status = 409
 
 
+class JobNotSucceeded(ServiceError):
+    """A stage was asked of an earlier job that did not succeed (`POST /v1/jobs/{id}/rediarize` of
+    a queued, running, failed or cancelled job): there are no words to reuse yet, or none at all."""
+
+    code = "job_not_succeeded"
+    http_status = 409
+
+
 class JobFinished(ServiceError):
     """The job cannot be cancelled: it already ended (succeeded, failed or cancelled)."""
 
@@ -186,6 +194,25 @@ class EmptyUpload(InvalidRequest):
     """The uploaded file has zero bytes."""
 
     code = "empty_upload"
+
+
+class TranscriptRequired(InvalidRequest):
+    """`task=align` without a `transcript` field."""
+
+    code = "transcript_required"
+
+
+class InvalidTranscript(InvalidRequest):
+    """The `transcript` field is neither words nor JSON with timed segments (`domain/script.py`)."""
+
+    code = "invalid_transcript"
+
+
+class TranscriptTooLong(ServiceError):
+    """The `transcript` field is longer than MAX_TRANSCRIPT_BYTES."""
+
+    code = "transcript_too_long"
+    http_status = 413
 
 
 class InvalidCursor(InvalidRequest):

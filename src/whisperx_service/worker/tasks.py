@@ -27,6 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from whisperx_service.broker.celery_app import TRANSCRIBE_TASK
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobStatus, Stage
+from whisperx_service.domain.script import Script
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
 from whisperx_service.worker import exporter, heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
@@ -67,6 +68,8 @@ def transcribe(self: Task, job_id: str) -> str:
     record = store.get(job_id)
     assert record is not None
     options, bound = record.options, bound.bind(attempt=claim.attempt)
+    script_file = storage.script(job_id)
+    script = Script.model_validate_json(script_file.read_bytes()) if script_file.exists() else None
     bound.info("job_started")
     watch = StallWatch(settings.worker.stall_s)
     keeper = LeaseKeeper(
@@ -86,13 +89,15 @@ def transcribe(self: Task, job_id: str) -> str:
             keeper.cancel,
             gave_up=keeper.gave_up,
             watch=watch,
+            timed_script=script is not None and script.timed,
         )
     )
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, claim.attempt, duration_s=round(duration_s, 3))
 
-    last_stage = Stage.diarize if options.diarize else Stage.align if options.align else Stage.transcribe
+    aligns = options.align or options.task == "align"
+    last_stage = Stage.diarize if options.diarize else Stage.align if aligns else Stage.transcribe
 
     plan_chunks = [1]  # the plan's number of chunks, as on_chunk last heard it
 
@@ -135,6 +140,7 @@ def transcribe(self: Task, job_id: str) -> str:
                 on_decoded=on_decoded,
                 on_chunk=on_chunk,
                 on_final_text=on_final_text,
+                script=script,
             )
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         still_ours()

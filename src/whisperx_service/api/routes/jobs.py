@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.idempotency import Idempotent
-from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM
+from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM, OPTION_FIELDS, TRANSCRIPT_FIELD
 from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
 from whisperx_service.config import Settings
@@ -56,7 +56,12 @@ def _upload_schema() -> dict[str, Any]:
     """OpenAPI request body of POST /v1/jobs (the body is parsed by hand, as a stream)."""
     props: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "Audio or video"}}
     for name, prop in JobOptions.model_json_schema()["properties"].items():
-        props[name] = {k: v for k, v in prop.items() if k != "title"}
+        if name in OPTION_FIELDS:
+            props[name] = {k: v for k, v in prop.items() if k != "title"}
+    props[TRANSCRIPT_FIELD] = {
+        "type": "string",
+        "description": "task=align: the words to place, as plain text or a job's JSON result (timed segments)",
+    }
     return {
         "requestBody": {
             "required": True,
@@ -77,10 +82,10 @@ def _upload_schema() -> dict[str, Any]:
         400: {"description": "malformed_multipart"},
         401: {"description": "unauthorized"},
         408: {"description": "upload_timeout"},
-        413: {"description": "payload_too_large / audio_too_long"},
         415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
         409: {"description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key)"},
-        422: {"description": "invalid_request / empty_upload"},
+        413: {"description": "payload_too_large / audio_too_long / transcript_too_long"},
+        422: {"description": "invalid_request / empty_upload / transcript_required / invalid_transcript"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
         503: {"description": "service_unavailable (Redis)"},
         507: {"description": "insufficient_storage"},
@@ -98,13 +103,16 @@ async def submit_job(
     """Stream the upload to storage, record the job (held for the dispatcher); answer 202 at once.
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
-    optional job option fields (see `JobOptions`). With an `Idempotency-Key` header, a repeat
+    optional job option fields (see `JobOptions`) and, for `task=align`, `transcript` (plain
+    text or a job's JSON result, at most MAX_TRANSCRIPT_BYTES). With an `Idempotency-Key` header, a repeat
     within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`).
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
         UnsupportedMedia, EmptyUpload, InvalidRequest, InsufficientStorage: see `receive_upload`;
             InsufficientStorage also when the manifest does not fit.
+        TranscriptRequired, InvalidTranscript, TranscriptTooLong: `task=align` without a
+            transcript, one that cannot be read, one over MAX_TRANSCRIPT_BYTES.
         ServiceUnavailable: Redis does not answer (nothing is kept). A broker that does not answer
             only delays the job: it stays held until the dispatcher can send it.
         QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
@@ -121,16 +129,19 @@ async def submit_job(
             headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
         )
     async with idem.held() if idem is not None else contextlib.nullcontext():
-        created = await create_job(request, principal, settings, jobs, storage, JOB_FORM, lambda options: options)
+        created = await create_job(
+            request, principal, settings, jobs, storage, JOB_FORM,
+            lambda form: form.complete().options, lambda form: form.script,
+        )  # fmt: skip
         job_id = created.job_id
-        accepted = _accepted(settings, job_id, created.record.status)
+        accepted = accepted_answer(settings, job_id, created.record.status)
         if idem is not None:
             await idem.complete(job_id, created.upload.fingerprint, 202, accepted.model_dump(mode="json"))
     response.headers["Location"] = accepted.status_url
     return accepted
 
 
-def _accepted(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
+def accepted_answer(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
     """The 202 body of a new job: its links under API_PUBLIC_URL."""
     base = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job_id}"
     return JobAccepted(
