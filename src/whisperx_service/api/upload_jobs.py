@@ -30,6 +30,7 @@ from whisperx_service.api.multipart_form import (
     OPTION_FIELDS,
     SNIFF_BYTES,
     UNSUPPORTED_MEDIA,
+    clean_filename,
     media_type_allowed,
     parse_options,
 )
@@ -204,7 +205,7 @@ async def _create(
     structlog.contextvars.bind_contextvars(job_id=job_id, upload_id=info.id)
     source = storage.source(job_id)
     moved = created = False
-    filename = info.metadata.get("filename") or None
+    filename = clean_filename(info.metadata.get("filename"))  # as a multipart upload's
     try:
         storage.job_dir(job_id).mkdir(parents=True)
         await anyio.to_thread.run_sync(uploads.move_to, info.id, source)

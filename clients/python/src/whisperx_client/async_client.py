@@ -42,10 +42,11 @@ from whisperx_client._core import (
     to_event,
     upload_name,
 )
+from whisperx_client._tus_io import submit_async
 from whisperx_client.client import UPLOAD_TIMEOUT, _opened
 from whisperx_client.errors import ProtocolError, TransportError, WaitTimeout, error_from_response
 from whisperx_client.models import Accepted, Event, Job, Transcript
-from whisperx_client.tus import UploadState, state_key
+from whisperx_client.tus import UploadState
 
 
 class AsyncClient:
@@ -127,7 +128,9 @@ class AsyncClient:
         if isinstance(file, str | os.PathLike) and tus_threshold is not None:
             path = Path(file)
             if path.stat().st_size > tus_threshold:
-                return await self._tus_submit(path, name, fields, resume, state or UploadState(), on_progress)
+                return await submit_async(
+                    self, path, name, fields, resume, state or UploadState(), on_progress, UPLOAD_TIMEOUT
+                )
         with _opened(file) as f:
             reader = CountingReader(f, file_size(f), on_progress)
             if on_progress is not None:
@@ -141,88 +144,6 @@ class AsyncClient:
                 timeout=UPLOAD_TIMEOUT,
             )
         return Accepted.from_json(json_body(response))
-
-    async def _tus_submit(
-        self,
-        path: Path,
-        name: str,
-        fields: dict[str, str],
-        resume: bool,
-        state: UploadState,
-        on_progress: ProgressCallback | None,
-    ) -> Accepted:
-        """Send `path` as a resumable upload whose last byte makes the job (see `tus.py`)."""
-        st = path.stat()
-        size = st.st_size
-        key = state_key(self.base_url, path, size, st.st_mtime_ns)
-        url = state.get(key) if resume else None
-        offset: int | None = None
-        if url is not None:
-            offset, job_id, status_url = await self._tus_head(url, size)
-            if job_id is not None:
-                state.put(key, None)
-                return tus.accepted(job_id, status_url)
-        if url is None or offset is None:
-            r = await self._request("POST", "/v1/uploads", headers=tus.creation_headers(size, name, fields))
-            url, offset = r.headers["Location"], 0
-            state.put(key, url)
-        if on_progress is not None:
-            on_progress(offset, size)
-        policy = Reconnect(tus.MAX_TRIES)
-        with path.open("rb") as f:
-            while True:
-                end = min(size, offset + tus.PART_BYTES)
-                retry_after: float | None = None
-                failure: Exception
-                try:
-                    r = await self._http.patch(
-                        url,
-                        content=tus.aread_range(f, offset, end, size, on_progress),
-                        headers=tus.patch_headers(offset, end - offset),
-                        timeout=UPLOAD_TIMEOUT,
-                    )
-                except httpx.TransportError as e:
-                    failure = TransportError(f"PATCH {url}: {e or type(e).__name__}", type(e).__name__)
-                else:
-                    if r.status_code == 204:
-                        offset = int(r.headers["Upload-Offset"])
-                        policy.progressed()
-                        if offset >= size:
-                            state.put(key, None)
-                            if "Job-Id" not in r.headers:
-                                raise ProtocolError(f"upload {url} finished without a Job-Id")
-                            return tus.accepted(r.headers["Job-Id"], r.headers.get("Job-Status-Url"))
-                        continue
-                    error = error_from_response(r)
-                    if r.status_code not in tus.RETRY_STATUSES:
-                        raise error
-                    failure, retry_after = error, error.retry_after
-                delay = policy.failed(retry_after)
-                if delay is None:
-                    raise failure
-                await asyncio.sleep(delay)
-                try:
-                    now, job_id, status_url = await self._tus_head(url, size)
-                except TransportError:
-                    continue  # still unreachable: the next PATCH fails and counts
-                if job_id is not None:
-                    state.put(key, None)
-                    return tus.accepted(job_id, status_url)
-                if now is None:
-                    raise failure
-                offset = now
-
-    async def _tus_head(self, url: str, size: int) -> tuple[int | None, str | None, str | None]:
-        """(offset, job id, job status URL) of a stored upload; offset None when it is gone,
-        expired or of another size (a new upload is needed)."""
-        try:
-            r = await self._http.head(url, headers=tus.HEAD_HEADERS)
-        except httpx.TransportError as e:
-            raise TransportError(f"HEAD {url}: {e or type(e).__name__}", type(e).__name__) from e
-        if r.status_code in (404, 410) or (r.status_code == 200 and r.headers.get("Upload-Length") != str(size)):
-            return None, None, None
-        check(r)
-        return int(r.headers["Upload-Offset"]), r.headers.get("Job-Id"), None
 
     async def status(self, job_id: str) -> Job:
         """The job's status; see `Client.status`."""
