@@ -146,6 +146,7 @@ def test_a_200_mb_upload_killed_half_way_resumes_and_transcribes_as_a_direct_upl
     assert [p.name for p in uploads.iterdir()] == [upload_dir.name], "no second upload was made"
     job_id = json.loads((upload_dir / "info.json").read_text())["job_id"]
     assert sha256(service.storage / "jobs" / job_id / "source") == digest
+    print(f"[tus] killed at {held / size:.1%}, resumed at {resumed_mb} MB, RSS +{(peak - baseline) / 2**20:.1f} MiB")
     assert peak - baseline < MAX_RSS_GROWTH, f"gateway RSS grew {(peak - baseline) / 2**20:.1f} MiB"
     assert json.loads((tmp_path / "state" / "whisperx-client" / "uploads.json").read_text()) == {}
 
