@@ -20,12 +20,16 @@ import subprocess
 import threading
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 
 from tests.e2e.conftest import Service
-from tests.e2e.test_client import ClientVenv, client_venv  # noqa: F401  (the session fixture)
+from tests.e2e.test_client import ClientVenv, CuttableProxy, client_venv  # noqa: F401  (the session fixture)
 from tests.metrics import wer
-from tests.speech import CONVERSATION, make_conversation
+from tests.speech import CONVERSATION, Turn, make_conversation
 
 #: Bytes of random padding in the WAV's JUNK chunk (the issue's 200 MB).
 PAD_BYTES = 200 * 1000 * 1000
@@ -92,15 +96,36 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Audio:
+    """The speech, its script, and the 200 MB file made of it (size in bytes, SHA-256 hex)."""
+
+    speech: Path
+    truth: list[Turn]
+    big: Path
+    size: int
+    digest: str
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory: pytest.TempPathFactory) -> Audio:
+    """espeak-ng speech of two turns, and `long-call.wav`: it padded to 200 MB."""
+    work = tmp_path_factory.mktemp("tus-audio")
+    speech, truth = make_conversation(work / "speech", CONVERSATION[:2])
+    big = work / "long-call.wav"
+    padded_wav(speech, big, PAD_BYTES)
+    return Audio(speech, truth, big, big.stat().st_size, sha256(big))
+
+
 def test_a_200_mb_upload_killed_half_way_resumes_and_transcribes_as_a_direct_upload(
     service: Service,
     client_venv: ClientVenv,  # noqa: F811
+    audio: Audio,
     tmp_path: Path,
 ) -> None:
-    speech, truth = make_conversation(tmp_path / "speech", CONVERSATION[:2])
-    big = tmp_path / "long-call.wav"
-    padded_wav(speech, big, PAD_BYTES)
-    size, digest = big.stat().st_size, sha256(big)
+    speech, truth, size, digest = audio.speech, audio.truth, audio.size, audio.digest
+    big = tmp_path / audio.big.name
+    os.link(audio.big, big)
     direct = service.submit(speech, diarize=False, language="en")
 
     uploads = service.storage / "uploads"
@@ -154,3 +179,65 @@ def test_a_200_mb_upload_killed_half_way_resumes_and_transcribes_as_a_direct_upl
     expected = service.result(direct["id"], "txt").text
     assert (tmp_path / "out" / "long-call.txt").read_text() == expected
     assert wer(" ".join(t.text for t in truth), expected) <= 0.2, expected
+
+
+_UPLOAD = """
+import json, sys
+from pathlib import Path
+from whisperx_client import Client
+from whisperx_client.tus import UploadState
+
+with Client(sys.argv[1]) as wx:
+    sent = []
+    accepted = wx.submit(sys.argv[2], language="en", diarize=False, state=UploadState(Path(sys.argv[3])),
+                         on_progress=lambda s, t: sent.append(s))
+print(json.dumps({"job": accepted.id, "first": sent[0], "last": sent[-1]}))
+"""
+
+
+def test_a_cut_connection_is_resumed_within_the_same_run(
+    service: Service,
+    client_venv: ClientVenv,  # noqa: F811
+    audio: Audio,
+    tmp_path: Path,
+) -> None:
+    """The library (no --resume): the proxy cuts every connection once the gateway holds 30 %."""
+    gateway = urlsplit(service.url)
+    proxy = CuttableProxy((gateway.hostname or "127.0.0.1", gateway.port or 80))
+    uploads = service.storage / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
+    script = tmp_path / "upload.py"
+    script.write_text(_UPLOAD)
+    run = subprocess.Popen(
+        [
+            str(client_venv.python),
+            str(script),
+            f"http://127.0.0.1:{proxy.port}",
+            str(audio.big),
+            str(tmp_path / "s.json"),
+        ],
+        env=client_venv.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    cut = 0
+    try:
+        while run.poll() is None and not cut:
+            new = [d for d in uploads.glob("*") if d not in before] if uploads.exists() else []
+            data = new[0] / "data" if new else None
+            if data is not None and data.exists() and data.stat().st_size >= 0.3 * audio.size:
+                cut = proxy.cut()
+            time.sleep(0.002)
+        out, _ = run.communicate(timeout=300)
+    finally:
+        proxy.close()
+    assert run.returncode == 0 and cut >= 1, (run.returncode, cut, out)
+    done = json.loads(out.strip().splitlines()[-1])
+    heads = [r for r in proxy.requests if r.startswith("HEAD /v1/uploads/")]
+    assert heads, "after the cut the client asked the gateway for the offset"
+    (made,) = [d for d in uploads.iterdir() if d not in before]  # one upload: resumed, not restarted
+    info = json.loads((made / "info.json").read_text())
+    assert info["job_id"] == done["job"] and done["first"] == 0 and done["last"] == audio.size
+    assert sha256(service.storage / "jobs" / done["job"] / "source") == audio.digest
+    with service.client() as c:
+        c.delete(f"/v1/jobs/{done['job']}")  # its transcript is the first test's business
