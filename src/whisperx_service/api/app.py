@@ -32,7 +32,8 @@ from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.metrics import MetricsListener
-from whisperx_service.api.routes import events, health, jobs, languages, openai, results, stages, webhooks
+from whisperx_service.api.routes import events, health, jobs, languages, openai, results, stages, uploads, webhooks
+from whisperx_service.api.tus import TUS_ANSWER_HEADERS, TUS_REQUEST_HEADERS
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
 from whisperx_service.storage.local import Storage
@@ -173,16 +174,16 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "x-should-retry"],
+            allow_methods=["GET", "POST", "DELETE", "HEAD", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", *TUS_REQUEST_HEADERS],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "x-should-retry", *TUS_ANSWER_HEADERS],
         )
     if settings.api.allowed_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.allowed_hosts)
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
-    for module in (jobs, stages, events, results, webhooks, health, openai, languages):
+    for module in (jobs, stages, events, results, webhooks, health, openai, languages, uploads):
         app.include_router(module.router)
     return app
 

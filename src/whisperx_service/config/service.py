@@ -103,6 +103,12 @@ class LimitsSettings(BaseSettings):
     upload_idle_timeout_s: float = Field(
         30.0, gt=0, description="Seconds an upload may send nothing before it is refused (408) and removed"
     )
+    upload_expiry_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds a resumable upload (/v1/uploads) lives after its creation: unfinished, or "
+        "finished but not made a job, it is refused (410) after this and removed by retention",
+    )
     sse_max_streams_per_key: int = Field(
         1000, gt=0, description="Open event streams per API key per gateway process; beyond: 429 too_many_streams"
     )

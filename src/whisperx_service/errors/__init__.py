@@ -13,6 +13,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── RouteNotFound                  404 not_found            no such route
      ├── ModelNotFound                  404 model_not_found      GET /v1/models/{id} of a model no worker serves
      ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
+     ├── UploadNotFound                 404 upload_not_found     no such resumable upload (or another key's)
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
      ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
      ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
@@ -22,10 +23,16 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── JobCancelled                   409 job_cancelled        an OpenAI request's job was cancelled before it ended
      ├── IdempotencyConflict            409 idempotency_conflict the Idempotency-Key was used with other content
      ├── IdempotencyInProgress          409 idempotency_in_progress  the first request with the key still uploads
+     ├── UploadOffsetMismatch           409 upload_offset_mismatch  a tus PATCH at another offset than the upload's
+     ├── UploadIncomplete               409 upload_incomplete    a job asked of an upload that has not all its bytes
+     ├── UploadExpired                  410 upload_expired       the upload passed its Upload-Expires (UPLOAD_EXPIRY_S)
+     ├── TusVersionUnsupported          412 tus_version_unsupported  a tus request without Tus-Resumable: 1.0.0
      ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
      ├── TranscriptTooLong              413 transcript_too_long  an align job's transcript over MAX_TRANSCRIPT_BYTES
-     ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
+     ├── UnsupportedMediaType           415 unsupported_media_type  the body is not multipart/form-data (a tus PATCH:
+     │                                                      not application/offset+octet-stream)
      ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
+     ├── UploadLocked                   423 upload_locked        another request still writes to this upload
      ├── InvalidRequest                 422 invalid_request      bad form field, query or header
      │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
      │    ├── TranscriptRequired        422 transcript_required  task=align without a transcript
@@ -107,8 +114,18 @@ from whisperx_service.errors.requests import (
     UnsupportedMediaType,
     UploadTimeout,
 )
+from whisperx_service.errors.uploads import (
+    TUS_VERSION,
+    TusVersionUnsupported,
+    UploadExpired,
+    UploadIncomplete,
+    UploadLocked,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
 
 __all__ = [
+    "TUS_VERSION",
     "AdminOnly",
     "AudioDecodeFailed",
     "AudioTooLong",
@@ -148,10 +165,16 @@ __all__ = [
     "TranscriptRequired",
     "TranscriptTooLong",
     "TranslationNotSupported",
+    "TusVersionUnsupported",
     "Unauthorized",
     "Unsupported",
     "UnsupportedMedia",
     "UnsupportedMediaType",
+    "UploadExpired",
+    "UploadIncomplete",
+    "UploadLocked",
+    "UploadNotFound",
+    "UploadOffsetMismatch",
     "UploadTimeout",
     "WorkerLost",
     "all_codes",

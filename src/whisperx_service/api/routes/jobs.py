@@ -26,8 +26,10 @@ from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
 from whisperx_service.api.idempotency import Idempotent
 from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM, OPTION_FIELDS, TRANSCRIPT_FIELD
+from whisperx_service.api.routes.uploads import UploadsDep
 from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
+from whisperx_service.api.upload_jobs import job_from_upload, read_upload_job, wants_upload_job
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
 from whisperx_service.errors import AdminOnly, InvalidCursor, JobFinished, JobNotFound, JobRunning
@@ -62,11 +64,16 @@ def _upload_schema() -> dict[str, Any]:
         "type": "string",
         "description": "task=align: the words to place, as plain text or a job's JSON result (timed segments)",
     }
+    from_upload = {k: v for k, v in props.items() if k not in (FILE_FIELD, TRANSCRIPT_FIELD)}
+    from_upload["upload_id"] = {"type": "string", "description": "A finished upload of /v1/uploads (tus)"}
+    upload_schema = {"type": "object", "required": ["upload_id"], "properties": from_upload}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}}
+                "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}},
+                "application/json": {"schema": upload_schema},
+                "application/x-www-form-urlencoded": {"schema": upload_schema},
             },
         }
     }
@@ -81,9 +88,15 @@ def _upload_schema() -> dict[str, Any]:
     responses={
         400: {"description": "malformed_multipart"},
         401: {"description": "unauthorized"},
+        404: {"description": "upload_not_found (`upload_id`)"},
+        410: {"description": "upload_expired (`upload_id`)"},
+        423: {"description": "upload_locked (`upload_id`: a PATCH still writes to it)"},
         408: {"description": "upload_timeout"},
         415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
-        409: {"description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key)"},
+        409: {
+            "description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key) / "
+            "upload_incomplete (`upload_id`)"
+        },
         413: {"description": "payload_too_large / audio_too_long / transcript_too_long"},
         422: {"description": "invalid_request / empty_upload / transcript_required / invalid_transcript"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
@@ -99,13 +112,17 @@ async def submit_job(
     jobs: JobsDep,
     storage: StorageDep,
     idempotency: IdempotencyDep,
+    uploads: UploadsDep,
 ) -> JobAccepted | Response:
     """Stream the upload to storage, record the job (held for the dispatcher); answer 202 at once.
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
     optional job option fields (see `JobOptions`) and, for `task=align`, `transcript` (plain
     text or a job's JSON result, at most MAX_TRANSCRIPT_BYTES). With an `Idempotency-Key` header, a repeat
-    within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`).
+    within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`). Or it is
+    JSON or a urlencoded form with `upload_id` (a finished resumable upload, `/v1/uploads`) and
+    the options: its file is moved into the job (`api/upload_jobs.py`); asking again for the
+    same upload answers the same job.
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
@@ -119,6 +136,12 @@ async def submit_job(
         IdempotencyConflict: the Idempotency-Key was used with other content.
         IdempotencyInProgress: the first request with the key still uploads.
     """
+    if wants_upload_job(request):
+        upload_id, options = await read_upload_job(request)
+        made = await job_from_upload(request, principal, settings, jobs, storage, uploads, upload_id, options)
+        accepted = accepted_answer(settings, made.record.id, made.record.status)
+        response.headers["Location"] = accepted.status_url
+        return accepted
     idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
     if idem is not None and idem.replay is not None:
         fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
