@@ -254,7 +254,7 @@ function jobRow(job) {
     <p class="error" role="alert"></p>
     <div class="actions"></div>`;
   li.querySelector(".job-name").textContent = job.filename || job.id;
-  updateRow(job);
+  updateRow(job, li);
   return li;
 }
 
