@@ -57,9 +57,12 @@ class Web:
     key: str
     browser: Any
 
-    def page(self, width: int = 1200, height: int = 900) -> Any:
-        """A fresh page (own context: own sessionStorage and service worker) at `width` x `height`."""
-        ctx = self.browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    def page(self, width: int = 1200, height: int = 900, scheme: str = "light") -> Any:
+        """A fresh page (own context: own sessionStorage and service worker) at `width` x `height`,
+        the system's colour scheme `scheme` (light or dark)."""
+        ctx = self.browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True, color_scheme=scheme
+        )
         page = ctx.new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{self.svc.url}/")
@@ -217,6 +220,8 @@ def test_a_wrong_key_shows_a_clear_message(web: Web) -> None:
     assert "not accepted" in page.inner_text("#signin-error")
     assert page.is_hidden("#app") and page.get_attribute("#key", "aria-invalid") == "true"
     assert page.evaluate("sessionStorage.length") == 0
+    # The system's light scheme (app.css's light background #f7f7f9).
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(247, 247, 249)"
     shot(page, "01-wrong-key")
     page.context.close()
 
@@ -342,10 +347,12 @@ def tab_to(page: Any, selector: str, max_tabs: int = 40) -> None:
     raise AssertionError(f"{selector} is not reachable with Tab; focus went {path}")
 
 
-def test_phone_width_keyboard_only(web: Web, sample: SampleRun, tmp_path: Path) -> None:
+def test_phone_width_dark_keyboard_only(web: Web, sample: SampleRun, tmp_path: Path) -> None:
     clip = tmp_path / "short-clip.wav"
     synth(SHORT_TEXT, "A", clip)
-    page = web.page(width=375, height=812)
+    page = web.page(width=375, height=812, scheme="dark")
+    # The system's dark scheme: the page follows it (app.css's dark background #121317).
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 19, 23)"
     page.bring_to_front()  # the active tab: only it may open a file chooser from a key press
     # Sign in, choose the file, set its options and submit with the keyboard alone.
     tab_to(page, "#key")

@@ -273,7 +273,7 @@ function updateRow(job, li = null) {
   if (job.duration_s != null) meta.push(duration(job.duration_s));
   if (job.language) meta.push(job.language);
   else if (job.options && job.options.language) meta.push(job.options.language);
-  if (job.speakers != null) meta.push(`${job.speakers} speaker${job.speakers === 1 ? "" : "s"}`);
+  if (job.speakers) meta.push(`${job.speakers} speaker${job.speakers === 1 ? "" : "s"}`);
   li.querySelector(".job-meta").textContent = meta.join(" · ");
   const st = live.get(job.id) || {};
   const bar = li.querySelector("progress");
