@@ -1,11 +1,12 @@
 """The web page in a real browser: Debian's Chromium driven by Playwright, against a real gateway
 (keys required) and a real Celery worker, on real speech.
 
-Three real jobs in all: pyannote's two-speaker sample call, uploaded by drag and drop at desktop
+Four real jobs in all: pyannote's two-speaker sample call, uploaded by drag and drop at desktop
 width, serves the transcript tests (WER against its STM script, two speakers, click-to-seek,
 the highlighted word following playback, renamed speakers in the SRT download) and is deleted
 last; the same call looped four times is cancelled while it runs (and once during its upload,
-which never makes a job); a one-sentence clip is submitted with the keyboard alone at 375 px.
+which never makes a job); a file ffmpeg cannot decode fails at once and shows its code; a
+one-sentence clip is submitted with the keyboard alone at 375 px, in the dark scheme.
 Times are checked against the job's own JSON result (the API's words), never against durations.
 
 Screenshots of each state go to `$TEST_ARTIFACTS_DIR` (default `data/test-artifacts/web/`).
@@ -29,8 +30,10 @@ import pytest
 from tests.conftest import REPO
 from tests.e2e.conftest import Service, start_service, stop_service
 from tests.e2e.test_fair_share import create_key
+from tests.hostile_media import unknown_codec_wav
 from tests.metrics import wer
 from tests.speech import SAMPLE_WAV, read_stm, synth
+from whisperx_service.errors import AudioDecodeFailed
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -266,11 +269,14 @@ def test_clicking_a_word_seeks_the_audio_to_it(sample: SampleRun) -> None:
 def test_the_highlighted_word_follows_playback(sample: SampleRun) -> None:
     page = sample.page
     words = [w for s in sample.result["segments"] for w in s["words"]]
-    page.locator("#segments .w").nth(0).click()
+    # Play from the first word of the segment with the most words: speech without long pauses.
+    longest = max(sample.result["segments"], key=lambda s: len(s["words"]))
+    first = words.index(longest["words"][0])
+    page.locator("#segments .w").nth(first).click()
     page.evaluate("document.querySelector('#audio').play()")
     highlighted = []
-    for _ in range(4):
-        page.wait_for_timeout(700)
+    for _ in range(6):
+        page.wait_for_timeout(400)
         # Read the time and the highlight in one go, while it plays.
         t, i = page.evaluate(
             """() => { const a = document.querySelector('#audio'); const now = document.querySelector('.w.now');
@@ -281,7 +287,7 @@ def test_the_highlighted_word_follows_playback(sample: SampleRun) -> None:
             assert words[i]["start"] <= t + 0.1 and t <= words[i]["end"] + HIGHLIGHT_SLACK_S + 0.1, (t, words[i])
             highlighted.append(i)
     page.evaluate("document.querySelector('#audio').pause()")
-    assert audio_time(page) > words[0]["start"] + 2.0, "the audio did not play"
+    assert audio_time(page) > words[first]["start"] + 2.0, "the audio did not play"
     assert len(set(highlighted)) >= 3 and highlighted == sorted(highlighted), highlighted
     shot(page, "07-playing")
 
@@ -333,6 +339,14 @@ def test_cancel_an_upload_and_a_running_job(web: Web, looped: Path) -> None:
     assert web.api(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
     assert target.locator(".badge").inner_text() == "cancelled"
     shot(page, "10-cancelled")
+    # A job that fails shows the API's message and code.
+    page.set_input_files("#files", files=[{"name": "bad-codec.wav", "mimeType": "audio/wav",
+                                           "buffer": unknown_codec_wav()}])  # fmt: skip
+    page.click("#upload-button")
+    assert wait_status(page, "bad-codec.wav", "succeeded failed cancelled") == "failed"
+    error = row(page, "bad-codec.wav").locator(".error").inner_text()
+    assert error == f"{AudioDecodeFailed.public_message} (audio_decode_failed)", error
+    shot(page, "11-failed")
     page.context.close()
 
 
@@ -367,7 +381,7 @@ def test_phone_width_dark_keyboard_only(web: Web, sample: SampleRun, tmp_path: P
     page.keyboard.press("Space")  # no speaker labels for one voice
     assert not page.is_checked("#pending [name=diarize]")
     tab_to(page, "#upload-button")
-    shot(page, "11-phone-keyboard")
+    shot(page, "12-phone-keyboard")
     page.keyboard.press("Enter")
     assert wait_status(page, clip.name, "succeeded failed cancelled") == "succeeded"
     job_id = row(page, clip.name).get_attribute("data-id")
@@ -392,7 +406,7 @@ def test_phone_width_dark_keyboard_only(web: Web, sample: SampleRun, tmp_path: P
     words = [w for s in sample.result["segments"] for w in s["words"]]
     page.locator("#segments .w").nth(len(words) // 2).click()
     assert abs(audio_time(page) - words[len(words) // 2]["start"]) <= SEEK_TOL_S
-    shot(page, "12-phone-transcript")
+    shot(page, "13-phone-transcript")
     # Delete the short job from the phone (Delete, then Confirm delete).
     page.click("#close-transcript")
     target = row(page, clip.name)
@@ -414,4 +428,4 @@ def test_delete_a_finished_job(web: Web, sample: SampleRun) -> None:
     assert page.is_hidden("#transcript")
     assert web.api(f"/v1/jobs/{job_id}").status_code == 404
     assert web.api(f"/v1/jobs/{job_id}/audio").status_code == 404
-    shot(page, "13-deleted")
+    shot(page, "14-deleted")
