@@ -5,8 +5,9 @@ Four real jobs in all: pyannote's two-speaker sample call, uploaded by drag and 
 width, serves the transcript tests (WER against its STM script, two speakers, click-to-seek,
 the highlighted word following playback, renamed speakers in the SRT download) and is deleted
 last; the same call looped four times is cancelled while it runs (and once during its upload,
-which never makes a job); a file ffmpeg cannot decode fails at once and shows its code; a
-one-sentence clip is submitted with the keyboard alone at 375 px, in the dark scheme.
+which never makes a job); a file ffmpeg cannot decode waits behind it (its queue position shown),
+then fails and shows its code; a one-sentence clip is submitted with the keyboard alone at 375 px,
+in the dark scheme.
 Times are checked against the job's own JSON result (the API's words), never against durations.
 
 Screenshots of each state go to `$TEST_ARTIFACTS_DIR` (default `data/test-artifacts/web/`).
@@ -306,7 +307,7 @@ def test_renamed_speaker_reaches_the_srt_download(sample: SampleRun) -> None:
     shot(page, "08-renamed")
 
 
-def test_cancel_an_upload_and_a_running_job(web: Web, looped: Path) -> None:
+def test_cancel_an_upload_and_a_running_job_queue_and_failure(web: Web, looped: Path) -> None:
     page = web.page()
     sign_in(page, web.key)
     before = len(web.api("/v1/jobs").json()["jobs"])
@@ -328,25 +329,29 @@ def test_cancel_an_upload_and_a_running_job(web: Web, looped: Path) -> None:
     assert len(web.api("/v1/jobs").json()["jobs"]) == before
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": -1})  # fmt: skip
-    # Now the whole file; cancel the job once a worker runs it.
+    # Now the whole file. Once a worker (the only one, one slot) runs it, a second job waits in
+    # the queue and shows its place; then the first is cancelled and the second, a file ffmpeg
+    # cannot decode, runs and fails with its message and code.
     page.set_input_files("#files", str(looped))
     page.click("#upload-button")
     page.wait_for_selector("#job-list li.job[data-status=running]", timeout=JOB_TIMEOUT_MS)
+    page.set_input_files("#files", files=[{"name": "bad-codec.wav", "mimeType": "audio/wav",
+                                           "buffer": unknown_codec_wav()}])  # fmt: skip
+    page.click("#upload-button")
+    waiting = row(page, "bad-codec.wav")
+    waiting.locator(".live-text", has_text="position 1 among this key's queued jobs").wait_for()
+    assert waiting.get_attribute("data-status") == "queued"
+    shot(page, "10-queued")
     target = row(page, looped.name)
     target.get_by_role("button", name=f"Cancel {looped.name}").click()
     assert wait_status(page, looped.name, "succeeded failed cancelled") == "cancelled"
     job_id = target.get_attribute("data-id")
     assert web.api(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
     assert target.locator(".badge").inner_text() == "cancelled"
-    shot(page, "10-cancelled")
-    # A job that fails shows the API's message and code.
-    page.set_input_files("#files", files=[{"name": "bad-codec.wav", "mimeType": "audio/wav",
-                                           "buffer": unknown_codec_wav()}])  # fmt: skip
-    page.click("#upload-button")
     assert wait_status(page, "bad-codec.wav", "succeeded failed cancelled") == "failed"
-    error = row(page, "bad-codec.wav").locator(".error").inner_text()
+    error = waiting.locator(".error").inner_text()
     assert error == f"{AudioDecodeFailed.public_message} (audio_decode_failed)", error
-    shot(page, "11-failed")
+    shot(page, "11-cancelled-and-failed")
     page.context.close()
 
 
