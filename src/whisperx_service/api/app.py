@@ -32,7 +32,19 @@ from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.metrics import MetricsListener
-from whisperx_service.api.routes import events, health, jobs, languages, openai, results, stages, uploads, webhooks
+from whisperx_service.api.routes import (
+    audio,
+    events,
+    health,
+    jobs,
+    languages,
+    openai,
+    results,
+    stages,
+    uploads,
+    webhooks,
+)
+from whisperx_service.api.routes.web import install_web
 from whisperx_service.api.tus import TUS_ANSWER_HEADERS, TUS_REQUEST_HEADERS
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
@@ -183,8 +195,9 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
-    for module in (jobs, stages, events, results, webhooks, health, openai, languages, uploads):
+    for module in (jobs, stages, events, results, audio, webhooks, health, openai, languages, uploads):
         app.include_router(module.router)
+    install_web(app)  # the page at `/` (static, keyless; its API calls send the key)
     return app
 
 

@@ -262,6 +262,12 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_s: float | None = Field(None, description="Audio duration in seconds, once decoded")
+    language: str | None = Field(
+        None, description="The transcript's language (asked for or detected), once the job succeeded"
+    )
+    speakers: int | None = Field(
+        None, description="How many speakers the transcript labels (0 without diarization), once the job succeeded"
+    )
     filename: str | None = Field(None, description="The client's file name, cleaned; metadata only")
     size_bytes: int | None = None
     options: JobOptions = Field(default_factory=JobOptions)
@@ -291,6 +297,8 @@ class JobRecord(BaseModel):
             "started_at": opt("started_at"),
             "finished_at": opt("finished_at"),
             "duration_s": float(h["duration_s"]) if opt("duration_s") else None,
+            "language": opt("result_language"),
+            "speakers": int(h["result_speakers"]) if opt("result_speakers") else None,
             "filename": opt("filename"),
             "size_bytes": int(h["size_bytes"]) if opt("size_bytes") else None,
             "options": JobOptions.model_validate_json(h["options"]) if opt("options") else JobOptions(),

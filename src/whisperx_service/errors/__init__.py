@@ -9,6 +9,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
      ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
      ├── InvalidParameter               400 invalid_parameter    a bad parameter of an OpenAI-compatible route
+     ├── InvalidSpeakerNames            400 invalid_speaker_names  a malformed `speaker_names` of a result request
      ├── Unsupported                    400 unsupported          an OpenAI parameter this service does not offer
      ├── RouteNotFound                  404 not_found            no such route
      ├── ModelNotFound                  404 model_not_found      GET /v1/models/{id} of a model no worker serves
@@ -42,6 +43,7 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
      ├── TooManyStreams                 429 too_many_streams     SSE_MAX_STREAMS_PER_KEY or SSE_MAX_STREAMS open streams
      ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
+     ├── AudioMissing                   500 audio_missing        the job's uploaded audio is gone from storage
      ├── ServiceUnavailable             503 service_unavailable  Redis does not answer
      ├── InsufficientStorage            507 insufficient_storage the disk is full
      └── JobFailure                         pipeline_failed      a job failed (its `error.code`; never an HTTP answer)
@@ -81,6 +83,7 @@ from whisperx_service.errors.jobs import (
 )
 from whisperx_service.errors.requests import (
     AdminOnly,
+    AudioMissing,
     EmptyUpload,
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -89,6 +92,7 @@ from whisperx_service.errors.requests import (
     InvalidEventId,
     InvalidParameter,
     InvalidRequest,
+    InvalidSpeakerNames,
     InvalidTranscript,
     JobCancelled,
     JobFinished,
@@ -128,6 +132,7 @@ __all__ = [
     "TUS_VERSION",
     "AdminOnly",
     "AudioDecodeFailed",
+    "AudioMissing",
     "AudioTooLong",
     "EmptyUpload",
     "FfmpegMissing",
@@ -139,6 +144,7 @@ __all__ = [
     "InvalidEventId",
     "InvalidParameter",
     "InvalidRequest",
+    "InvalidSpeakerNames",
     "InvalidTranscript",
     "JobCancelled",
     "JobCrashed",

@@ -52,6 +52,14 @@ class InvalidParameter(ServiceError):
         self.param = param
 
 
+class InvalidSpeakerNames(ServiceError):
+    """The `speaker_names` of a result request is malformed: not a JSON object of label -> name, a
+    label the transcript does not have, an empty or over-long name, or two speakers given one name."""
+
+    code = "invalid_speaker_names"
+    http_status = 400
+
+
 class Unsupported(ServiceError):
     """An OpenAI parameter this service accepts by name but does not offer (`known_speaker_names[]`,
     `known_speaker_references[]`); `param` names it."""
@@ -265,6 +273,12 @@ class ResultMissing(ServiceError):
     """The job succeeded but its `result.json` is gone from storage."""
 
     code = "result_missing"
+
+
+class AudioMissing(ServiceError):
+    """The job exists but its uploaded audio (`source`) is gone from storage."""
+
+    code = "audio_missing"
 
 
 class ServiceUnavailable(ServiceError):

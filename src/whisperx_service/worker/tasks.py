@@ -145,6 +145,10 @@ def transcribe(self: Task, job_id: str) -> str:
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         still_ours()
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
+        # What the job list shows of the result, kept in the job hash so listing reads no files.
+        store.update(
+            job_id, claim.attempt, result_language=transcript.language, result_speakers=len(transcript.speakers)
+        )
         observer.succeeded(transcript.duration)
         bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
         return attempt.end(JobStatus.succeeded)
