@@ -31,6 +31,7 @@ from whisperx_service.access.limits import RequestLimiter
 from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
+from whisperx_service.api.gc_tuning import tune_gc
 from whisperx_service.api.metrics import MetricsListener
 from whisperx_service.api.routes import (
     audio,
@@ -223,5 +224,10 @@ def _redis_client(settings: Settings, *, socket_timeout_s: float, max_connection
 
 
 def app_factory() -> FastAPI:
-    """The app built from `get_settings()` (environment and `.env`); for `uvicorn --factory`."""
-    return create_app(get_settings())
+    """The app built from `get_settings()` (environment and `.env`); for `uvicorn --factory`.
+
+    The process's garbage collector is tuned once the app is built (`gc_tuning.tune_gc`).
+    """
+    app = create_app(get_settings())
+    tune_gc()
+    return app
