@@ -6,6 +6,7 @@ are unique to the fixture, and a temp storage root. The worker runs the offline 
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -219,10 +220,14 @@ def stop_service(svc: Service) -> None:
             p.wait()
 
 
+#: The signing secret of webhooks of the `service` fixture's jobs (auth is off there).
+E2E_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"e2e webhook signing secret 32 b.").decode()
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, redis_url: str, models_dir: Path) -> Iterator[Service]:
     """A running gateway + CPU worker with the default (whisper) alignment backend."""
-    svc = start_service(tmp_path_factory.mktemp("svc"), redis_url, models_dir)
+    svc = start_service(tmp_path_factory.mktemp("svc"), redis_url, models_dir, WEBHOOK_SECRET=E2E_WEBHOOK_SECRET)
     yield svc
     stop_service(svc)
 

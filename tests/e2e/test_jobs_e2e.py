@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import standardwebhooks
 
-from tests.e2e.conftest import Service
+from tests.e2e.conftest import E2E_WEBHOOK_SECRET, Service
+from tests.e2e.receivers import Receiver, start_receiver
 from tests.hostile_media import unknown_codec_wav
 from tests.metrics import der, wer, word_speaker_accuracy
 from tests.speech import CONVERSATION, SAMPLE_WAV, make_conversation, read_rttm, read_stm
@@ -77,8 +81,40 @@ def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[A
 
 
 @pytest.fixture(scope="module")
-def conversation_job(service: Service, conversation: tuple[Path, list[Any]]) -> JobRun:
-    return JobRun(service, conversation[0], diarize=True, num_speakers=2, language="en")
+def hooks(service: Service) -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 and an outbound worker allowed to reach it."""
+    receiver = start_receiver()
+    service.start_outbound(OUTBOUND_ALLOW_PRIVATE="true", OUTBOUND_POLL_S="0.2")
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def conversation_job(service: Service, conversation: tuple[Path, list[Any]], hooks: Receiver) -> JobRun:
+    return JobRun(
+        service,
+        conversation[0],
+        diarize=True,
+        num_speakers=2,
+        language="en",
+        webhook_url=hooks.url(path="/conversation"),
+        webhook_events="progress",
+    )
+
+
+def _hooks_of(receiver: Receiver, path: str, n: int) -> list[dict[str, Any]]:
+    """The first `n` webhook bodies that reached `path`, each signature verified."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while len(got) < n and time.monotonic() < deadline:
+        got = [
+            standardwebhooks.Webhook(E2E_WEBHOOK_SECRET).verify(r.body, r.headers)
+            for r in list(receiver.requests)
+            if r.path == path
+        ]
+        time.sleep(0.1)
+    assert len(got) >= n, got
+    return got
 
 
 def test_sample_call_succeeds_with_ordered_events(sample_job: JobRun) -> None:
@@ -205,11 +241,24 @@ def test_vad_is_a_stage_with_progress_between_decode_and_transcribe(service: Ser
     assert run.result["segments"][-1]["start"] > 300.0, "the sentence after the silence is in the transcript"
 
 
-def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> None:
+def test_a_succeeded_job_sends_one_signed_event_per_stage_then_its_end(
+    conversation_job: JobRun, hooks: Receiver
+) -> None:
+    body = _hooks_of(hooks, "/conversation", len(STAGES) + 1)
+    # One delivery per event, each its own task: they may arrive in any order.
+    kinds = sorted((b["type"], b.get("stage", "")) for b in body)
+    assert kinds == sorted([("job.stage", s) for s in STAGES] + [("job.ended", "")]), kinds
+    assert all(b["job_id"] == conversation_job.id for b in body)
+    (end,) = [b for b in body if b["type"] == "job.ended"]
+    assert end["status"] == "succeeded" and "error" not in end
+    assert end["result_url"] == f"/v1/jobs/{conversation_job.id}/result"
+
+
+def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path, hooks: Receiver) -> None:
     # A well-formed WAV (so libmagic and ffprobe let it through) whose codec tag no decoder knows.
     bad = tmp_path / "broken.wav"
     bad.write_bytes(unknown_codec_wav())
-    job = service.submit(bad)
+    job = service.submit(bad, webhook_url=hooks.url(path="/broken"))
     st = service.wait(job["id"], 120)
     assert st["status"] == "failed"
     assert st["error"]["code"] == "audio_decode_failed"
@@ -222,6 +271,9 @@ def test_undecodable_audio_fails_cleanly(service: Service, tmp_path: Path) -> No
     assert service.result(job["id"]).status_code == 409
     ev = service.events(job["id"])
     assert ev[-1].event == "failed" and ev[-1].data["code"] == "audio_decode_failed"
+    (hook,) = _hooks_of(hooks, "/broken", 1)  # the end only (webhook_events=end, the default)
+    assert (hook["type"], hook["status"], hook["job_id"]) == ("job.ended", "failed", job["id"])
+    assert hook["error"] == {"code": "audio_decode_failed", "message": AudioDecodeFailed.public_message}
 
 
 def test_text_file_is_refused_at_upload(service: Service, tmp_path: Path) -> None:
