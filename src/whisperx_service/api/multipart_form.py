@@ -23,6 +23,7 @@ from python_multipart.multipart import parse_options_header
 from whisperx_service.api.writer import SourceWriter
 from whisperx_service.domain.jobs import JobOptions
 from whisperx_service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from whisperx_service.storage.intake import UNSUPPORTED_MEDIA
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -85,8 +86,6 @@ ALLOWED_MEDIA_TYPES = frozenset(
     }
 )
 _MAX_FILENAME_CHARS = 255
-#: The message of every `unsupported_media` answer (the reason is logged, never sent).
-UNSUPPORTED_MEDIA = "the file is not audio or video in a supported format"
 
 
 def clean_filename(raw: str | None) -> str | None:

@@ -28,6 +28,14 @@ from whisperx_service.api.idempotency import Idempotent
 from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM
 from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
+from whisperx_service.api.url_jobs import (
+    URL_FIELD,
+    create_url_job,
+    fingerprint,
+    is_field_body,
+    read_fields,
+    url_job_request,
+)
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
 from whisperx_service.errors import AdminOnly, InvalidCursor, JobFinished, JobNotFound, JobRunning
@@ -35,6 +43,7 @@ from whisperx_service.logs import get_logger
 from whisperx_service.maintenance.restore import restore_job
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.idempotency import Completed
 from whisperx_service.store.records import final_record
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,11 +66,20 @@ def _upload_schema() -> dict[str, Any]:
     props: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "Audio or video"}}
     for name, prop in JobOptions.model_json_schema()["properties"].items():
         props[name] = {k: v for k, v in prop.items() if k != "title"}
+    from_url = {k: v for k, v in props.items() if k != FILE_FIELD}
+    from_url[URL_FIELD] = {
+        "type": "string",
+        "format": "uri",
+        "description": "http(s) URL the service fetches the file from",
+    }
+    url_schema = {"type": "object", "required": [URL_FIELD], "properties": from_url}
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}}
+                "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}},
+                "application/json": {"schema": url_schema},
+                "application/x-www-form-urlencoded": {"schema": url_schema},
             },
         }
     }
@@ -99,7 +117,10 @@ async def submit_job(
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
     optional job option fields (see `JobOptions`). With an `Idempotency-Key` header, a repeat
-    within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`).
+    within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`). Or it is
+    JSON or a urlencoded form with `url` and the options: the outbound worker fetches the file
+    (`api/url_jobs.py`); the job shows a `fetch` stage while it is fetched, and ends `failed` with
+    a `url_*` code (or the upload's codes) when the fetch fails.
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
@@ -111,15 +132,23 @@ async def submit_job(
         IdempotencyConflict: the Idempotency-Key was used with other content.
         IdempotencyInProgress: the first request with the key still uploads.
     """
+    if is_field_body(request):
+        fields = await read_fields(request)
+        url, options = url_job_request(fields)
+        idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
+        if idem is not None and idem.replay is not None:
+            return _replayed(idem.check_replay(fingerprint(fields)))
+        async with idem.held() if idem is not None else contextlib.nullcontext():
+            record = await create_url_job(request, principal, settings, jobs, storage, url, options)
+            accepted = _accepted(settings, record.id, record.status)
+            if idem is not None:
+                await idem.complete(record.id, fingerprint(fields), 202, accepted.model_dump(mode="json"))
+        response.headers["Location"] = accepted.status_url
+        return accepted
     idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
     if idem is not None and idem.replay is not None:
-        fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
-        first = idem.check_replay(fingerprint)
-        return JSONResponse(
-            first.body,
-            status_code=first.status,
-            headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
-        )
+        upload_fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
+        return _replayed(idem.check_replay(upload_fingerprint))
     async with idem.held() if idem is not None else contextlib.nullcontext():
         created = await create_job(request, principal, settings, jobs, storage, JOB_FORM, lambda options: options)
         job_id = created.job_id
@@ -128,6 +157,15 @@ async def submit_job(
             await idem.complete(job_id, created.upload.fingerprint, 202, accepted.model_dump(mode="json"))
     response.headers["Location"] = accepted.status_url
     return accepted
+
+
+def _replayed(first: Completed) -> JSONResponse:
+    """The answer to a repeat of an idempotent submission: the first request's, marked replayed."""
+    return JSONResponse(
+        first.body,
+        status_code=first.status,
+        headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
+    )
 
 
 def _accepted(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
