@@ -56,7 +56,16 @@ STREAMS_RETRY_AFTER_S = 10
 #: What `admit` counts streams under when auth is off (every caller is the same one).
 ANONYMOUS = "-"
 #: Stream fields that carry numbers (Redis stores every field as a string).
-NUMERIC_FIELDS = {"percent": float, "stage_percent": float, "eta_s": float, "attempt": int, "chunk": int, "chunks": int}
+NUMERIC_FIELDS = {
+    "percent": float,
+    "stage_percent": float,
+    "eta_s": float,
+    "attempt": int,
+    "chunk": int,
+    "chunks": int,
+    "bytes": int,  # the `fetch` stage: bytes of the source fetched so far
+    "total_bytes": int,  # and the size its server announced
+}
 
 
 def parse_event_id(value: str) -> EventId | None:
