@@ -14,6 +14,7 @@ hop is checked again is `test_ssrf.py`'s, on the same client.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from tests.e2e.conftest import Service, start_service, stop_service
 from tests.e2e.faults import wait_until
 from tests.e2e.file_server import FileServer, start_file_server
+from tests.e2e.test_client import ClientVenv, client_venv
 from tests.metrics import wer
 from tests.speech import CONVERSATION, make_conversation
 
@@ -35,6 +37,8 @@ MAX_UPLOAD = 2_000_000
 #: FETCH_READ_TIMEOUT_S of these services: a server silent this long is dropped.
 READ_TIMEOUT_S = 2.0
 OPTIONS = {"align": "false", "diarize": "false", "language": "en"}
+
+__all__ = ["client_venv"]  # the session's client venv (tests/e2e/test_client.py)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +129,42 @@ def test_kill_9_of_the_fetching_worker_loses_nothing(svc: Service, files: FileSe
     assert files.paths.count("/slow/talk.wav") == 2  # the killed try and the one that finished
     with svc.client() as c:
         assert c.get(f"/v1/jobs/{job_id}").json()["size_bytes"] == path.stat().st_size
+
+
+def test_client_cli_transcribes_a_url_and_the_library_submits_one(
+    svc: Service, files: FileServer, speech: tuple[Path, str], client_venv: ClientVenv, tmp_path: Path
+) -> None:
+    """`whisperx-client transcribe URL` (the installed client, piped): nothing is uploaded, the
+    output is named after the URL's file, and its text is the job's. The library's `submit(url)`
+    answers a job too (a refused URL: no worker time spent)."""
+    _, script = speech
+    url = files.url("/plain/cli%20talk.wav?x=1")
+    done = client_venv.run(
+        "transcribe", url, "--format", "txt", "-o", "out", "--no-diarize", "--language", "en",
+        url=svc.url, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("cli talk.wav: ")]
+    assert not [line for line in lines if " upload" in line], lines
+    assert lines[-1] == "cli talk.wav: succeeded 100% -> out/cli talk.txt", lines
+    text = (tmp_path / "out" / "cli talk.txt").read_text()
+    assert wer(script, text) <= MAX_WER, text
+    assert "/plain/cli%20talk.wav?x=1" in files.paths
+    code = (
+        "import sys; from whisperx_client import Client; "
+        "print(Client(sys.argv[1]).submit(sys.argv[2], language='en').id)"
+    )
+    lib = subprocess.run(
+        [str(client_venv.python), "-c", code, svc.url, "ftp-is-not-http://x"],
+        env=client_venv.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert lib.returncode != 0 and "No such file" in lib.stderr  # not a URL: a path, which does not exist
+    lib = subprocess.run(
+        [str(client_venv.python), "-c", code, svc.url, "http://127.0.0.1:9/none.wav"],
+        env=client_venv.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert lib.returncode == 0, lib.stderr
+    assert failed(svc, lib.stdout.strip())["code"] == "url_unreachable"
 
 
 def failed(svc: Service, job_id: str) -> dict[str, Any]:
