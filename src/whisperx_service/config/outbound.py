@@ -65,7 +65,9 @@ class FetchSettings(BaseSettings):
 
     connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect to the source's server")
     read_timeout_s: float = Field(
-        30.0, gt=0, description="Seconds without a byte from the source's server before the fetch fails"
+        30.0,
+        gt=0,
+        description="Seconds without a byte from the source's server before the fetch fails; below OUTBOUND_LEASE_S",
     )
     timeout_s: float = Field(
         3600.0, gt=0, description="Seconds one fetch may take in all, however steadily the bytes arrive"

@@ -5,7 +5,7 @@ resolved once, private and reserved addresses refused unless OUTBOUND_ALLOW_PRIV
 address connected to; at most FETCH_MAX_REDIRECTS redirects, each checked again), with
 FETCH_CONNECT_TIMEOUT_S and FETCH_READ_TIMEOUT_S per phase and FETCH_TIMEOUT_S in all. The body
 streams to `jobs/<id>/.tmp-source-<try>` under the upload's limits: MAX_UPLOAD_BYTES (announced,
-or counted while streaming), STORAGE_MIN_FREE_BYTES (checked before and about every second),
+or counted while streaming), STORAGE_MIN_FREE_BYTES (checked before, every MiB and every second),
 then fsync, rename to `source`, and the upload's ffprobe check (`storage.intake.check_source`:
 allowed container, audio, MAX_DURATION_S). About once a second the bytes so far are published
 (the `fetch` stage) and the item's lease pushed ahead; a job cancelled meanwhile stops the fetch.
@@ -51,9 +51,11 @@ from whisperx_service.store.webhooks import job_event
 
 log = get_logger(__name__)
 
-#: Seconds between two progress records of one fetch (each also renews the item's lease and
-#: checks free space).
+#: Seconds between two progress records of one fetch (each also renews the item's lease).
 PROGRESS_INTERVAL_S = 1.0
+#: Free space is checked again after every this many bytes (an upload's write batch,
+#: api/writer.WRITE_BATCH_BYTES) and at every progress record.
+FREE_CHECK_BYTES = 1024 * 1024
 #: errno values that mean the storage is full (no space, or the user's quota is used up).
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -105,7 +107,7 @@ def download(
             if total is not None and total > limit:
                 raise UrlTooLarge(f"the source announces {total} bytes")
             intake.check_free(storage_root, min_free, total or 0)
-            fetched, last = 0, time.monotonic()
+            fetched, checked, last = 0, 0, time.monotonic()
             with open(tmp, "xb") as f:
                 for chunk in resp.iter_bytes():
                     fetched += len(chunk)
@@ -115,9 +117,12 @@ def download(
                     now = time.monotonic()
                     if now > deadline:
                         raise UrlUnreachable(f"the fetch took longer than {settings.fetch.timeout_s:g} s")
-                    if now - last >= PROGRESS_INTERVAL_S:
-                        last = now
+                    tick = now - last >= PROGRESS_INTERVAL_S
+                    if tick or fetched - checked >= FREE_CHECK_BYTES:
+                        checked = fetched
                         intake.check_free(storage_root, min_free)
+                    if tick:
+                        last = now
                         if on_progress is not None and not on_progress(fetched, total):
                             raise Abandoned()
                 f.flush()
