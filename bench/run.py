@@ -16,6 +16,9 @@ rtf: the whole pipeline (offline CPU models: decode, transcribe, align, diarize,
 10-minute file (the sample call looped), in-process, models loaded before the clock starts: once
 as one chunk (`rtf`) and once in 150 s chunks with 30 s overlap (`rtf_chunked`, 5 chunks).
 
+tus: the same kind of file as a resumable upload (`/v1/uploads`, 64 MiB PATCHes) and a job made of
+it by `upload_id` (bench/tus_bench.py): MB/s and peak RSS growth. Target (issue 13): <= 64 MiB.
+
 sse: 1,000 event streams on one job of one gateway process, with side requests (bench/sse_bench.py).
 
 overhead: the service's RTF beside WhisperX's own API and the service's pipeline, in-process, on the
@@ -292,7 +295,7 @@ def main() -> None:
     """Run the selected benchmarks and merge their numbers into bench/results.json."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
-        "--only", choices=["upload", "decode", "rtf", "rtf_chunked", "sse", "overhead", "warm"], action="append"
+        "--only", choices=["upload", "tus", "decode", "rtf", "rtf_chunked", "sse", "overhead", "warm"], action="append"
     )
     ap.add_argument("--overhead-minutes", type=float, default=2.0)
     ap.add_argument("--sse-streams", type=int, default=1000)
@@ -308,6 +311,11 @@ def main() -> None:
     if not args.only or "upload" in args.only:
         results["upload"] = bench_upload(args.upload_bytes, args.redis_url)
         print("upload:", json.dumps(results["upload"]))
+    if not args.only or "tus" in args.only:
+        from tus_bench import bench_tus
+
+        results["tus"] = bench_tus(args.upload_bytes, args.redis_url)
+        print("tus:", json.dumps(results["tus"]))
     if not args.only or "decode" in args.only:
         results["decode"] = bench_decode()
         print("decode:", json.dumps(results["decode"]))

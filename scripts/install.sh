@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything whisperx-service needs on a fresh Debian/Ubuntu machine, idempotently:
-# system packages (ffmpeg, libmagic, redis; espeak-ng, sox, tmux and venv support for tests), uv,
+# system packages (ffmpeg, libmagic, redis; espeak-ng, sox, tmux, chromium and venv support for tests), uv,
 # the project's venv (.venv from uv.lock: gateway + worker + dev extras), and the offline model
 # bundle (./models).
 # Re-running it only does what is missing. Environment:
@@ -24,6 +24,9 @@ command -v sox >/dev/null || need+=(sox)
 ldconfig -p 2>/dev/null | grep -q libmagic.so.1 || need+=(libmagic1)
 # The client tests: a fresh venv for the client package, and a terminal (tmux) to draw its progress bar in.
 command -v tmux >/dev/null || need+=(tmux)
+# The web page's browser tests: Debian's chromium, driven by Playwright (its own browser download is
+# not used; tests/e2e/test_web_e2e.py points Playwright at this binary).
+command -v chromium >/dev/null || need+=(chromium)
 "$PY" -c 'import ensurepip' 2>/dev/null || need+=("$(basename "$PY")-venv")
 if [ ${#need[@]} -gt 0 ] && [ -z "${WXS_SKIP_APT:-}" ]; then
   say "apt-get install ${need[*]}"

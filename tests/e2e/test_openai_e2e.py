@@ -12,6 +12,7 @@ Text is scored by WER against the script; times against the job API's own result
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
 import uuid
@@ -35,7 +36,14 @@ TURNS = CONVERSATION[:4]
 MAX_WER = 0.25
 #: Seconds a time of the OpenAI answer may differ from the job API's result (rounding only).
 TIME_TOL_S = 0.002
-ENV = {"API_OPENAI_CANCEL_GRACE_S": "1", "AUTH_ADDRESS_RATE_LIMIT": "60/5second"}
+ENV = {
+    "API_OPENAI_CANCEL_GRACE_S": "1",
+    "AUTH_ADDRESS_RATE_LIMIT": "60/5second",
+    # 20 s chunks: the conversation is two, the looped files more, so a stream has text before the end.
+    "CHUNK_BYTES": str(20 * 32_000),
+    "CHUNK_OVERLAP_S": "4",
+    "ASR_WINDOW_S": "10",
+}
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +323,39 @@ def test_a_client_that_leaves_cancels_its_job(svc: Service, conversation: tuple[
     # The connection is closed, unanswered: after API_OPENAI_CANCEL_GRACE_S the job is cancelled.
     final = svc.wait(job["id"], 120)
     assert final["status"] == "cancelled", final
+
+
+def test_a_long_files_stream_sends_text_before_its_job_ends(
+    svc: Service, conversation: tuple[Path, list[Turn]]
+) -> None:
+    # The conversation twice (~45 s): three 20 s chunks. Chunk 0's text is final once chunk 1 is
+    # done, while chunk 2 still runs: the first delta must come while the job is running.
+    before = {j["id"] for j in _jobs(svc)}
+    audio = _looped_wav(conversation[0], 2)
+    stream = _client(svc, max_retries=0).audio.transcriptions.create(
+        file=("twice.wav", audio), model="whisper-1", language="en", stream=True
+    )
+    deltas: list[str] = []
+    status_at_first_delta = None
+    done: Any = None
+    for event in stream:
+        if event.type == "transcript.text.delta":
+            if not deltas:
+                new = [j for j in _jobs(svc) if j["id"] not in before]
+                status_at_first_delta = new[0]["status"] if new else None
+            deltas.append(event.delta)
+        elif event.type == "transcript.text.done":
+            done = event
+    assert done is not None
+    assert status_at_first_delta == "running", "the first delta came only when the job ended"
+    assert len(deltas) >= 2
+    assert "".join(deltas) == done.text
+    assert wer(" ".join([_script(TURNS)] * 2), done.text) <= MAX_WER, done.text
+    (job,) = [j for j in _jobs(svc) if j["id"] not in before]
+    with svc.client() as c, c.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
+        finals = [
+            json.loads(line[5:])["final_chunk"]
+            for line in r.iter_lines()
+            if line.startswith("data:") and '"final_chunk"' in line
+        ]
+    assert finals == list(range(len(finals))) and len(finals) >= 2, finals

@@ -24,6 +24,7 @@ from whisperx_service.pipeline.audio.language import speech_blocks, vote
 from whisperx_service.pipeline.plan import JobPaths
 from whisperx_service.pipeline.runner import run_pipeline
 from whisperx_service.pipeline.stages.chunk import ChunkResult
+from whisperx_service.transcripts.openai import full_text
 from whisperx_service.worker.models import ModelCache
 
 CHUNK_S, OVERLAP_S = 60.0, 10.0
@@ -43,6 +44,7 @@ class Run:
     def __init__(self, wav: Path, work: Path, settings: Settings, cache: ModelCache) -> None:
         self.progress: list[tuple[Stage, float, int, int]] = []
         self.chunks: list[ChunkResult] = []
+        self.final_texts: list[tuple[int, str, str, int]] = []  # (chunk, text, language, chunks done then)
         self.paths = JobPaths(work=work / "work", chunks=work / "chunks")
         self.t: Transcript = run_pipeline(
             wav,
@@ -52,6 +54,7 @@ class Run:
             settings,
             lambda s, p, i, n: self.progress.append((s, p, i, n)),
             on_chunk=lambda r, reused, n: self.chunks.append(r),
+            on_final_text=lambda k, text, lang: self.final_texts.append((k, text, lang, len(self.chunks))),
         )
 
     def words(self) -> list[str]:
@@ -152,6 +155,22 @@ def test_progress_carries_chunks(runs: tuple[Run, Run]) -> None:
     n = chunked.t.chunks
     seen = {(s, i) for s, _, i, m in chunked.progress if m == n and s == Stage.transcribe}
     assert {i for _, i in seen} == set(range(n)), "every chunk reports its transcription"
+
+
+def test_each_chunks_text_is_final_once_the_next_chunk_is_done(runs: tuple[Run, Run]) -> None:
+    single, chunked = runs
+    n = chunked.t.chunks
+    assert single.final_texts == [], "one chunk: its text is final only at the end"
+    assert [(k, done) for k, _, _, done in chunked.final_texts] == [(k, k + 2) for k in range(n - 1)]
+    assert all(lang == chunked.t.language for _, _, lang, _ in chunked.final_texts)
+    # The texts said final early are the final transcript's text up to the last seam: joined as the
+    # stream joins them, a prefix of the whole text, ending on a word of it.
+    early = " ".join(text for _, text, _, _ in chunked.final_texts if text)
+    whole = full_text(chunked.t)
+    assert whole.startswith(early), (early[-200:], whole[len(early) - 200 : len(early) + 50])
+    assert whole[len(early) : len(early) + 1] in ("", " ")
+    early_words = len(early.split())
+    assert 0 < early_words < len(whole.split())
 
 
 def test_rerun_reuses_every_checkpoint(

@@ -17,7 +17,7 @@ from openai.types.audio.transcription_text_segment_event import TranscriptionTex
 from whisperx_service.api.openai_form import parse_openai
 from whisperx_service.domain.transcript import Segment, Transcript, Word
 from whisperx_service.errors import InvalidParameter, Unsupported
-from whisperx_service.transcripts.openai import compression_ratio, render_openai, stream_events
+from whisperx_service.transcripts.openai import LiveDeltas, compression_ratio, render_openai, stream_events
 
 
 def _transcript(language: str = "en") -> Transcript:
@@ -111,6 +111,55 @@ def test_stream_events_join_to_the_done_text() -> None:
     assert seg.speaker == "SPEAKER_00" and deltas[0].segment_id == seg.id
     plain = stream_events(_transcript(), diarized=False)
     assert [e["type"] for e in plain] == ["transcript.text.delta"] * 2 + ["transcript.text.done"]
+
+
+def _final(k: int, text: str, language: str = "en") -> dict[str, str]:
+    """A stored progress event's fields that say chunk k's text is final (as the worker sends them)."""
+    return {"type": "progress", "stage": "diarize", "final_chunk": str(k), "final_text": text, "language": language}
+
+
+def test_live_deltas_send_each_chunk_once_in_order_then_the_rest() -> None:
+    live = LiveDeltas()
+    sent = [live.feed(f) for f in (_final(0, "Hello"), _final(0, "Hello"), {"type": "progress"}, _final(1, " there."))]
+    assert sent == [
+        {"type": "transcript.text.delta", "delta": "Hello"},
+        None,  # a rerun's repeat
+        None,  # an ordinary progress event
+        {"type": "transcript.text.delta", "delta": " there."},
+    ]
+    events, whole = live.finish(_transcript(), diarized=True)
+    assert whole
+    kinds = [e["type"] for e in events]
+    assert kinds == ["transcript.text.delta", *["transcript.text.segment"] * 2, "transcript.text.done"]
+    assert events[0]["delta"] == " Hi!"
+    assert "Hello" + " there." + events[0]["delta"] == events[-1]["text"] == "Hello there. Hi!"
+    for e in events[1:3]:
+        TranscriptionTextSegmentEvent.model_validate(e)
+
+
+def test_live_deltas_stop_at_a_gap_and_fall_back_without_any() -> None:
+    live = LiveDeltas()
+    assert live.feed(_final(1, "there.")) is None  # chunk 0's event was trimmed: no live deltas at all
+    assert live.feed(_final(2, "Hi!")) is None
+    events, whole = live.finish(_transcript(), diarized=False)
+    assert whole and events == stream_events(_transcript(), diarized=False)
+
+
+def test_live_deltas_that_are_not_a_prefix_still_end_with_the_whole_text() -> None:
+    live = LiveDeltas()
+    assert live.feed(_final(0, "Hullo")) is not None
+    events, whole = live.finish(_transcript(), diarized=False)
+    assert not whole
+    assert events == [
+        {"type": "transcript.text.done", "text": "Hello there. Hi!", "usage": {"type": "duration", "seconds": 40.25}}
+    ]
+
+
+def test_live_deltas_of_a_language_without_spaces() -> None:
+    live = LiveDeltas()
+    assert live.feed(_final(0, "Hello there.", "ja")) == {"type": "transcript.text.delta", "delta": "Hello there."}
+    events, whole = live.finish(_transcript("ja"), diarized=False)
+    assert whole and events[0]["delta"] == "Hi!"
 
 
 def test_compression_ratio_of_a_repetition_loop_is_high() -> None:

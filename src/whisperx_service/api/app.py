@@ -31,8 +31,22 @@ from whisperx_service.access.limits import RequestLimiter
 from whisperx_service.api.auth import is_loopback
 from whisperx_service.api.errors import install_error_handlers
 from whisperx_service.api.event_hub import EventHub
+from whisperx_service.api.gc_tuning import tune_gc
 from whisperx_service.api.metrics import MetricsListener
-from whisperx_service.api.routes import events, health, jobs, openai, results, webhooks
+from whisperx_service.api.routes import (
+    audio,
+    events,
+    health,
+    jobs,
+    languages,
+    openai,
+    results,
+    stages,
+    uploads,
+    webhooks,
+)
+from whisperx_service.api.routes.web import install_web
+from whisperx_service.api.tus import TUS_ANSWER_HEADERS, TUS_REQUEST_HEADERS
 from whisperx_service.config import Settings, get_settings
 from whisperx_service.logs import configure_logging, get_logger, init_sentry
 from whisperx_service.storage.local import Storage
@@ -173,17 +187,18 @@ def create_app(settings: Settings, *, celery: Celery | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.api.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "x-should-retry"],
+            allow_methods=["GET", "POST", "DELETE", "HEAD", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", *TUS_REQUEST_HEADERS],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "x-should-retry", *TUS_ANSWER_HEADERS],
         )
     if settings.api.allowed_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api.allowed_hosts)
     app.add_middleware(_RequestContext)
 
     install_error_handlers(app)
-    for module in (jobs, events, results, webhooks, health, openai):
+    for module in (jobs, stages, events, results, audio, webhooks, health, openai, languages, uploads):
         app.include_router(module.router)
+    install_web(app)  # the page at `/` (static, keyless; its API calls send the key)
     return app
 
 
@@ -209,5 +224,10 @@ def _redis_client(settings: Settings, *, socket_timeout_s: float, max_connection
 
 
 def app_factory() -> FastAPI:
-    """The app built from `get_settings()` (environment and `.env`); for `uvicorn --factory`."""
-    return create_app(get_settings())
+    """The app built from `get_settings()` (environment and `.env`); for `uvicorn --factory`.
+
+    The process's garbage collector is tuned once the app is built (`gc_tuning.tune_gc`).
+    """
+    app = create_app(get_settings())
+    tune_gc()
+    return app

@@ -63,6 +63,7 @@ NUMERIC_FIELDS = {
     "attempt": int,
     "chunk": int,
     "chunks": int,
+    "final_chunk": int,
     "bytes": int,  # the `fetch` stage: bytes of the source fetched so far
     "total_bytes": int,  # and the size its server announced
 }
@@ -93,19 +94,21 @@ def event_payload(fields: dict[str, str]) -> dict[str, str | int | float]:
 
 @dataclass(frozen=True, slots=True)
 class HubEvent:
-    """One stored event, ready to send: its id, its type and its SSE message (UTF-8 bytes)."""
+    """One stored event, ready to send: its id, its type, its SSE message (UTF-8 bytes) and its
+    stored fields (flat strings, as in the stream)."""
 
     id: str
     key: EventId
     type: str
     sse: bytes
+    fields: dict[str, str]
 
     @classmethod
     def of(cls, event_id: str, fields: dict[str, str]) -> HubEvent:
         """The event of a stream entry (SSE id = entry id, event = its `type`, data = its fields as JSON)."""
         kind = fields.get("type", "message")
         sse = ServerSentEvent(data=json.dumps(event_payload(fields)), event=kind, id=event_id).encode()
-        return cls(event_id, parse_event_id(event_id) or (0, 0), kind, sse)
+        return cls(event_id, parse_event_id(event_id) or (0, 0), kind, sse, fields)
 
     @property
     def terminal(self) -> bool:

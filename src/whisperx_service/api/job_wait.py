@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from whisperx_service.api.event_hub import EventHub, StreamEnd
+from whisperx_service.api.event_hub import EventHub, HubEvent, StreamEnd
 from whisperx_service.api.submit import cancel_quietly
 from whisperx_service.domain.jobs import JobRecord
 from whisperx_service.errors import JobNotFound
@@ -34,8 +35,12 @@ RETRY_S = 0.5
 WAITERS_TTL_S = 7 * 86400
 
 
-async def wait_for_end(hub: EventHub, jobs: AsyncJobStore, job_id: str) -> JobRecord:
-    """The job's record once it is terminal (succeeded, failed or cancelled).
+async def follow_job(hub: EventHub, jobs: AsyncJobStore, job_id: str) -> AsyncIterator[HubEvent]:
+    """Every event of the job from its start until its end (the terminal event is the last one
+    given); ends at once, giving nothing, when the job has already ended.
+
+    A subscription that falls behind or fails is taken up again after the last event given, so no
+    event is given twice.
 
     Raises:
         JobNotFound: the job is gone (purged).
@@ -47,14 +52,39 @@ async def wait_for_end(hub: EventHub, jobs: AsyncJobStore, job_id: str) -> JobRe
         if record is None:
             raise JobNotFound(f"job {job_id} not found")
         if record.status.terminal:
-            return record
+            return
         async with hub.subscribe(job_id, after, live=True) as sub:
             async for event in sub.events():
+                yield event
                 if event.terminal:
-                    break
+                    return
             after, end = sub.last, sub.end
         if end is not None and end is not StreamEnd.ended:
             await asyncio.sleep(RETRY_S)  # behind or failed: read the record, then subscribe again
+
+
+async def ended_record(jobs: AsyncJobStore, job_id: str) -> JobRecord:
+    """The record of a job that `follow_job` saw end.
+
+    Raises:
+        JobNotFound: the job is gone (purged). redis.RedisError: Redis does not answer.
+    """
+    record = await jobs.get(job_id)
+    if record is None:
+        raise JobNotFound(f"job {job_id} not found")
+    return record
+
+
+async def wait_for_end(hub: EventHub, jobs: AsyncJobStore, job_id: str) -> JobRecord:
+    """The job's record once it is terminal (succeeded, failed or cancelled).
+
+    Raises:
+        JobNotFound: the job is gone (purged).
+        redis.RedisError: Redis does not answer.
+    """
+    async for _ in follow_job(hub, jobs, job_id):
+        pass
+    return await ended_record(jobs, job_id)
 
 
 async def disconnected(request: Request) -> None:

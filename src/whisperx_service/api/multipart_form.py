@@ -22,7 +22,15 @@ from python_multipart.multipart import parse_options_header
 
 from whisperx_service.api.writer import SourceWriter
 from whisperx_service.domain.jobs import JobOptions
-from whisperx_service.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from whisperx_service.domain.script import Script, parse_script
+from whisperx_service.errors import (
+    InvalidRequest,
+    InvalidTranscript,
+    PayloadTooLarge,
+    TranscriptRequired,
+    TranscriptTooLong,
+    UnsupportedMedia,
+)
 from whisperx_service.storage.intake import UNSUPPORTED_MEDIA
 
 if TYPE_CHECKING:
@@ -30,8 +38,10 @@ if TYPE_CHECKING:
 
 #: Name of the form part that carries the audio.
 FILE_FIELD = "file"
-#: Form fields accepted besides the file: exactly the `JobOptions` fields.
-OPTION_FIELDS = frozenset(JobOptions.model_fields)
+#: Form fields accepted besides the file: the `JobOptions` fields a user sets.
+OPTION_FIELDS = frozenset(JobOptions.model_fields) - {"rediarize_of"}
+#: The form field with an `align` job's transcript (plain text or JSON, up to MAX_TRANSCRIPT_BYTES).
+TRANSCRIPT_FIELD = "transcript"
 
 T = TypeVar("T")
 
@@ -52,6 +62,8 @@ class FormSpec(Generic[T]):
         answer_only: fields that shape only the answer, not the job (e.g. OpenAI's
             `response_format`): left out of the fingerprint, so a repeat with the same
             Idempotency-Key may ask for the same job in another format.
+        large_fields: fields (of `names`) that may hold up to MAX_TRANSCRIPT_BYTES instead of
+            MAX_FORM_FIELD_BYTES (a transcript); a longer one is refused with `TranscriptTooLong`.
     """
 
     names: frozenset[str]
@@ -60,6 +72,7 @@ class FormSpec(Generic[T]):
     prefixes: tuple[str, ...] = ()
     max_fields: int = 0
     answer_only: frozenset[str] = frozenset()
+    large_fields: frozenset[str] = frozenset()
 
     def accepts(self, name: str) -> bool:
         """True when `name` is a field of this form (not `file`)."""
@@ -117,6 +130,7 @@ class FormReader:
     Raises (from the callbacks, so from `MultipartParser.write`):
         InvalidRequest: a part without a name, an unknown or repeated field, too many fields, a
             field over `max_field_bytes`, a value that is not UTF-8; whatever `spec.parse` raises.
+        TranscriptTooLong: a field of `spec.large_fields` over `max_large_field_bytes`.
         PayloadTooLarge: the file part exceeds `max_file_bytes`.
         UnsupportedMedia: libmagic says the file is not audio or video.
     """
@@ -125,6 +139,7 @@ class FormReader:
     max_file_bytes: int
     max_field_bytes: int
     spec: FormSpec[Any]
+    max_large_field_bytes: int = 0
     writer: SourceWriter | None = None
     size: int = 0
     filename: str | None = None
@@ -200,7 +215,12 @@ class FormReader:
         if self._part == FILE_FIELD:
             self._file_data(data, start, end)
         elif self._part is not None:
-            if len(self._value) + end - start > self.max_field_bytes:
+            if self._part in self.spec.large_fields:
+                if len(self._value) + end - start > self.max_large_field_bytes:
+                    raise TranscriptTooLong(
+                        f"form field {self._part!r} is longer than {self.max_large_field_bytes} bytes"
+                    )
+            elif len(self._value) + end - start > self.max_field_bytes:
                 raise InvalidRequest(f"form field {self._part!r} is longer than {self.max_field_bytes} bytes")
             self._value += data[start:end]
 
@@ -285,5 +305,46 @@ def parse_options(fields: Mapping[str, str]) -> JobOptions:
         raise InvalidRequest("; ".join(parts)) from None
 
 
-#: The form of POST /v1/jobs: the `JobOptions` fields, each at most once.
-JOB_FORM: FormSpec[JobOptions] = FormSpec(names=OPTION_FIELDS, parse=lambda fields, _multi: parse_options(fields))
+@dataclass(frozen=True, slots=True)
+class JobForm:
+    """The fields of POST /v1/jobs: the job's options and, for an `align` job, its transcript."""
+
+    options: JobOptions
+    script: Script | None = None
+
+    def complete(self) -> JobForm:
+        """Check the fields against each other, once the whole body is read (a field may follow the file).
+
+        Raises:
+            TranscriptRequired: `task=align` without a `transcript`.
+            InvalidRequest: a `transcript` for another task.
+        """
+        if self.options.task == "align" and self.script is None:
+            raise TranscriptRequired("task=align needs a `transcript` field: plain text, or a job's JSON result")
+        if self.options.task != "align" and self.script is not None:
+            raise InvalidRequest("the `transcript` field is only for task=align")
+        return self
+
+
+def parse_job_form(fields: Mapping[str, str]) -> JobForm:
+    """The option fields (`parse_options`) and the transcript (`domain.script.parse_script`).
+
+    Raises:
+        InvalidRequest: an option is malformed. InvalidTranscript: the transcript cannot be read.
+    """
+    options = parse_options({k: v for k, v in fields.items() if k != TRANSCRIPT_FIELD})
+    raw = fields.get(TRANSCRIPT_FIELD)
+    if raw is None or not raw.strip():
+        return JobForm(options)
+    try:
+        return JobForm(options, parse_script(raw))
+    except ValueError as e:
+        raise InvalidTranscript(str(e)) from None
+
+
+#: The form of POST /v1/jobs: the `JobOptions` fields a user sets and `transcript`, each at most once.
+JOB_FORM: FormSpec[JobForm] = FormSpec(
+    names=OPTION_FIELDS | {TRANSCRIPT_FIELD},
+    parse=lambda fields, _multi: parse_job_form(fields),
+    large_fields=frozenset({TRANSCRIPT_FIELD}),
+)

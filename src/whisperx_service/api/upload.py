@@ -82,7 +82,8 @@ class Upload(Generic[T]):
 def body_limit(limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int:
     """Most bytes a body of the form `spec` may have: the file, every field at its limit, and
     `MULTIPART_OVERHEAD_BYTES` for boundaries and part headers."""
-    return limits.max_upload_bytes + spec.field_limit * limits.max_form_field_bytes + MULTIPART_OVERHEAD_BYTES
+    large = len(spec.large_fields) * limits.max_transcript_bytes
+    return limits.max_upload_bytes + spec.field_limit * limits.max_form_field_bytes + large + MULTIPART_OVERHEAD_BYTES
 
 
 def check_content_length(request: Request, limits: LimitsSettings, spec: FormSpec[Any] = JOB_FORM) -> int | None:
@@ -112,7 +113,8 @@ def _boundary(request: Request) -> bytes:
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data":
         raise UnsupportedMediaType(
-            "the request body must be multipart/form-data with a `file` part, or JSON / a urlencoded form with `url`"
+            "the request body must be multipart/form-data with a `file` part, "
+            "or JSON / a urlencoded form with `url` or `upload_id`"
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -180,6 +182,7 @@ async def digest_upload(request: Request, limits: LimitsSettings, spec: FormSpec
             tmp_path=None,
             max_file_bytes=limits.max_upload_bytes,
             max_field_bytes=limits.max_form_field_bytes,
+            max_large_field_bytes=limits.max_transcript_bytes,
             spec=spec,
         )
         try:
@@ -293,6 +296,7 @@ async def _receive_upload(
         tmp_path=job_dir / f"{TMP_PREFIX}source",
         max_file_bytes=limits.max_upload_bytes,
         max_field_bytes=limits.max_form_field_bytes,
+        max_large_field_bytes=limits.max_transcript_bytes,
         spec=spec,
     )
 

@@ -1,7 +1,7 @@
 """A job whose source is fetched from a URL: `POST /v1/jobs` with `url` instead of a file.
 
-The body is JSON (`{"url": ..., "language": "en", ...}`) or a urlencoded form (`url=...&language=en`)
-with `url` (http or https, MAX_URL_CHARS at most, no user info) and the job options. The gateway
+The body is JSON (`{"url": ..., "language": "en", ...}`) or a urlencoded form (`url=...&language=en`,
+`api/field_body.py`) with `url` (http or https, MAX_URL_CHARS at most, no user info) and the job options. The gateway
 checks only the URL's form, the key's quotas and free space, writes the manifest (`job.json`, the
 URL's last path segment as file name; the URL itself is kept only in Redis until the fetch ends)
 and creates the job `queued` on the outbound schedule (`fetch:<id>`, `store/fetches.py`); it answers
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,7 @@ from whisperx_service.api.upload import NO_SPACE_ERRNOS
 from whisperx_service.api.webhook_options import with_webhook
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import MAX_URL_CHARS, JobOptions, JobRecord, check_http_url, new_job_id
-from whisperx_service.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
+from whisperx_service.errors import InsufficientStorage, InvalidRequest
 from whisperx_service.logs import get_logger
 from whisperx_service.storage import intake
 from whisperx_service.storage.local import Storage, atomic_write_json
@@ -38,52 +38,12 @@ from whisperx_service.store.async_jobs import AsyncJobStore
 log = get_logger(__name__)
 audit = get_logger("whisperx_service.audit")
 
-#: Body types of `POST /v1/jobs` that carry fields only (no file part): JSON or a urlencoded form.
-FIELD_BODY_TYPES = ("application/json", "application/x-www-form-urlencoded")
-#: Largest such body (bytes): a URL and the job options.
-MAX_FIELD_BODY_BYTES = 64 * 1024
 #: The field naming the source's URL.
 URL_FIELD = "url"
 
 
-def is_field_body(request: Request) -> bool:
-    """True when the request's body is JSON or a urlencoded form (fields, no file)."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() in FIELD_BODY_TYPES
-
-
-async def read_fields(request: Request) -> dict[str, str]:
-    """The fields of a JSON object or urlencoded form body (a JSON `true` reads as `true`; a null is left out).
-
-    Raises:
-        PayloadTooLarge: the body is over MAX_FIELD_BODY_BYTES.
-        InvalidRequest: not a JSON object / a urlencoded form, or a field given twice.
-    """
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FIELD_BODY_BYTES:
-            raise PayloadTooLarge(f"the body is over {MAX_FIELD_BODY_BYTES} bytes")
-    fields: dict[str, str] = {}
-    try:
-        if request.headers.get("content-type", "").lower().startswith("application/json"):
-            doc = json.loads(bytes(body) or b"null")
-            if not isinstance(doc, dict):
-                raise InvalidRequest("the body must be a JSON object")
-            for k, v in doc.items():
-                if v is not None:
-                    fields[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
-        else:
-            for k, v in parse_qsl(bytes(body).decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)):
-                if k in fields:
-                    raise InvalidRequest(f"field {k[:64]!r} is given twice")
-                fields[k] = v
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body is not valid JSON / a urlencoded form") from None
-    return fields
-
-
 def url_job_request(fields: dict[str, str]) -> tuple[str, JobOptions]:
-    """The source URL and the job options of a field body.
+    """The source URL and the job options of a field body (`api/field_body.read_fields`).
 
     Raises:
         InvalidRequest: no `url`, a URL that is not http(s) (or too long, or with user info), an
@@ -92,7 +52,7 @@ def url_job_request(fields: dict[str, str]) -> tuple[str, JobOptions]:
     rest = dict(fields)
     raw = rest.pop(URL_FIELD, "").strip()
     if not raw:
-        raise InvalidRequest("`url` is required (or send a file as multipart/form-data)")
+        raise InvalidRequest("`url` or `upload_id` is required (or send a file as multipart/form-data)")
     if len(raw) > MAX_URL_CHARS:
         raise InvalidRequest(f"url: longer than {MAX_URL_CHARS} characters")
     try:

@@ -52,10 +52,20 @@ class SourceWriter:
     waits only when `WRITE_BATCHES_IN_FLIGHT` batches are still being written.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, offset: int | None = None) -> None:
+        """Open the file to write.
+
+        Args:
+            path: the file.
+            offset: None = create `path` (it must not exist) and write from its start; a number of
+                bytes = write into the existing file from there on (a resumable upload's append).
+        Raises:
+            OSError: the file exists (offset None) or does not (offset given), or cannot be opened.
+        """
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        self._offset = 0  # bytes handed to threads so far
+        create = os.O_CREAT | os.O_EXCL if offset is None else 0
+        self.fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | create, 0o640)
+        self._offset = offset or 0  # where the next batch handed to a thread goes (bytes)
         self._batch: list[memoryview] = []
         self._batch_bytes = 0
         self._in_flight: deque[asyncio.Future[None]] = deque()
@@ -89,11 +99,19 @@ class SourceWriter:
         Raises:
             OSError: a write, the fsync or the rename failed.
         """
+        await self.finish()
+        os.replace(self.path, target)
+        await anyio.to_thread.run_sync(fsync_dir, target.parent)
+
+    async def finish(self) -> None:
+        """Write what is left, fsync and close the file.
+
+        Raises:
+            OSError: a write or the fsync failed.
+        """
         await self.pump(final=True)
         await anyio.to_thread.run_sync(os.fsync, self.fd)
         await self.close()
-        os.replace(self.path, target)
-        await anyio.to_thread.run_sync(fsync_dir, target.parent)
 
     async def close(self) -> None:
         """Wait for writes still running in threads (their errors are dropped), then close the file."""

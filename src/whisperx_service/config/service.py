@@ -97,8 +97,17 @@ class LimitsSettings(BaseSettings):
     max_upload_bytes: int = Field(5 * 1024**3, gt=0, description="Largest accepted upload (bytes)")
     max_duration_s: float = Field(12 * 3600.0, gt=0, description="Longest accepted audio (seconds)")
     max_form_field_bytes: int = Field(64 * 1024, gt=0, description="Largest non-file form field (bytes)")
+    max_transcript_bytes: int = Field(
+        2 * 1024**2, gt=0, description="Largest `transcript` field of an `align` job (bytes); beyond: 413"
+    )
     upload_idle_timeout_s: float = Field(
         30.0, gt=0, description="Seconds an upload may send nothing before it is refused (408) and removed"
+    )
+    upload_expiry_s: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds a resumable upload (/v1/uploads) lives after its creation: unfinished, or "
+        "finished but not made a job, it is refused (410) after this and removed by retention",
     )
     sse_max_streams_per_key: int = Field(
         1000, gt=0, description="Open event streams per API key per gateway process; beyond: 429 too_many_streams"

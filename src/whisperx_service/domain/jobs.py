@@ -150,8 +150,16 @@ class JobOptions(BaseModel):
     max_speakers: int | None = Field(None, ge=1, le=64, description="Upper bound on the number of speakers")
     initial_prompt: str | None = Field(None, max_length=2000, description="Text to condition the first window on")
     hotwords: str | None = Field(None, max_length=2000, description="Words to bias the decoder towards")
-    task: Literal["transcribe", "translate"] = Field(
-        "transcribe", description="`translate`: Whisper's translation into English (a multilingual model only)"
+    task: Literal["transcribe", "translate", "diarize", "align"] = Field(
+        "transcribe",
+        description=(
+            "`transcribe`: every stage; `translate`: Whisper's translation into English (a multilingual model only);"
+            " `diarize`: speaker turns only, no ASR; `align`: word times for the `transcript` sent with the job"
+        ),
+    )
+    rediarize_of: str | None = Field(
+        None,
+        description="Set by `POST /v1/jobs/{id}/rediarize` (not a form field): the job whose words this one reuses",
     )
     webhook_url: str | None = Field(
         None,
@@ -186,7 +194,38 @@ class JobOptions(BaseModel):
             raise ValueError("give num_speakers, or min_speakers/max_speakers, not both")
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
             raise ValueError("min_speakers must not exceed max_speakers")
+        if self.task == "diarize" and not self.diarize:
+            raise ValueError("task 'diarize' needs diarize on")
+        if self.rediarize_of is not None and not is_job_id(self.rediarize_of):
+            raise ValueError("rediarize_of must be a job id")
         return self
+
+    @property
+    def runs_asr(self) -> bool:
+        """False for the jobs that transcribe nothing: `diarize`, and re-diarizations (they reuse words)."""
+        return self.task != "diarize" and self.rediarize_of is None
+
+    @property
+    def whisper_task(self) -> Literal["transcribe", "translate"]:
+        """Whisper's decoding task: `translate` for a translation, else `transcribe`."""
+        return "translate" if self.task == "translate" else "transcribe"
+
+
+def skipped_stages(options: JobOptions, *, timed_script: bool = False) -> frozenset[Stage]:
+    """The per-chunk stages a job does not run (they take no share of its percent, `job_percent`).
+
+    Args:
+        timed_script: an `align` job whose transcript has segment times (it needs no ASR to place
+            the text; a plain-text one is transcribed first to anchor it).
+    """
+    skipped: set[Stage] = set()
+    if not options.runs_asr or (options.task == "align" and timed_script):
+        skipped.add(Stage.transcribe)
+    if not options.runs_asr or (not options.align and options.task != "align"):
+        skipped.add(Stage.align)
+    if not options.diarize:
+        skipped.add(Stage.diarize)
+    return frozenset(skipped)
 
 
 #: Characters of a job id: 32 lowercase hex digits (`uuid4().hex`).
@@ -227,6 +266,12 @@ class JobRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_s: float | None = Field(None, description="Audio duration in seconds, once decoded")
+    language: str | None = Field(
+        None, description="The transcript's language (asked for or detected), once the job succeeded"
+    )
+    speakers: int | None = Field(
+        None, description="How many speakers the transcript labels (0 without diarization), once the job succeeded"
+    )
     filename: str | None = Field(None, description="The client's file name, cleaned; metadata only")
     size_bytes: int | None = None
     fetched_bytes: int | None = Field(
@@ -259,6 +304,8 @@ class JobRecord(BaseModel):
             "started_at": opt("started_at"),
             "finished_at": opt("finished_at"),
             "duration_s": float(h["duration_s"]) if opt("duration_s") else None,
+            "language": opt("result_language"),
+            "speakers": int(h["result_speakers"]) if opt("result_speakers") else None,
             "filename": opt("filename"),
             "size_bytes": int(h["size_bytes"]) if opt("size_bytes") else None,
             "fetched_bytes": int(h["fetched_bytes"]) if opt("fetched_bytes") else None,

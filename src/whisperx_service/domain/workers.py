@@ -45,6 +45,16 @@ class ModelStatus(BaseModel):
     warm: bool = Field(description="loaded in memory and ready for a job")
 
 
+class LanguageSupport(BaseModel):
+    """A language the process's ASR model transcribes, and whether its words can be aligned."""
+
+    code: str = Field(description="ISO 639-1 code as Whisper names it (`en`, `de`; `yue`, `haw`)")
+    name: str = Field(description="English name, as WhisperX's table has it (`english`)")
+    alignment: bool = Field(description="word times are available for it with the worker's ALIGN_BACKEND")
+    align_backend: str | None = Field(None, description="`whisper` (cross-attention) or `wav2vec2`; None without")
+    align_model: str | None = Field(None, description="the wav2vec2 model (`wav2vec2` backend only), never a path")
+
+
 class WorkerProcess(BaseModel):
     """One pool process of a worker, as it records itself in Redis."""
 
@@ -54,6 +64,9 @@ class WorkerProcess(BaseModel):
     models: list[ModelStatus] = Field(default_factory=list)
     load_s: float | None = Field(None, description="seconds its models took to load at start")
     warmup_s: float | None = Field(None, description="seconds of the pipeline's first run on a short clip at start")
+    languages: list[LanguageSupport] = Field(
+        default_factory=list, description="what its ASR model transcribes (set once the ASR model is loaded)"
+    )
 
 
 class WorkerFailure(BaseModel):

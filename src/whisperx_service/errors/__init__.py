@@ -9,28 +9,41 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
      ├── AdminOnly                      403 admin_only           the route or filter needs an admin key
      ├── MalformedMultipart             400 malformed_multipart  the body is not valid multipart (boundary, framing)
      ├── InvalidParameter               400 invalid_parameter    a bad parameter of an OpenAI-compatible route
+     ├── InvalidSpeakerNames            400 invalid_speaker_names  a malformed `speaker_names` of a result request
      ├── Unsupported                    400 unsupported          an OpenAI parameter this service does not offer
      ├── RouteNotFound                  404 not_found            no such route
      ├── ModelNotFound                  404 model_not_found      GET /v1/models/{id} of a model no worker serves
      ├── JobNotFound                    404 job_not_found        no such job (or the id cannot be one)
+     ├── UploadNotFound                 404 upload_not_found     no such resumable upload (or another key's)
      ├── MethodNotAllowed               405 method_not_allowed   the route exists, the method does not
      ├── UploadTimeout                  408 upload_timeout       the client sent nothing for UPLOAD_IDLE_TIMEOUT_S
      ├── JobNotFinished                 409 job_not_finished     result asked for before the job succeeded
+     ├── JobNotSucceeded                409 job_not_succeeded    a stage asked of an earlier job that did not succeed
      ├── JobFinished                    409 job_finished         cancel of a job that already ended
      ├── JobRunning                     409 job_running          purge of a job a worker runs
      ├── JobCancelled                   409 job_cancelled        an OpenAI request's job was cancelled before it ended
      ├── IdempotencyConflict            409 idempotency_conflict the Idempotency-Key was used with other content
      ├── IdempotencyInProgress          409 idempotency_in_progress  the first request with the key still uploads
+     ├── UploadOffsetMismatch           409 upload_offset_mismatch  a tus PATCH at another offset than the upload's
+     ├── UploadIncomplete               409 upload_incomplete    a job asked of an upload that has not all its bytes
+     ├── UploadExpired                  410 upload_expired       the upload passed its Upload-Expires (UPLOAD_EXPIRY_S)
+     ├── TusVersionUnsupported          412 tus_version_unsupported  a tus request without Tus-Resumable: 1.0.0
      ├── PayloadTooLarge                413 payload_too_large    upload over MAX_UPLOAD_BYTES
-     ├── UnsupportedMediaType           415 unsupported_media_type  the request body is not multipart/form-data
+     ├── TranscriptTooLong              413 transcript_too_long  an align job's transcript over MAX_TRANSCRIPT_BYTES
+     ├── UnsupportedMediaType           415 unsupported_media_type  the body is not multipart/form-data (a tus PATCH:
+     │                                                      not application/offset+octet-stream)
      ├── UnsupportedMedia               415 unsupported_media    the file is not audio/video of an allowed format
+     ├── UploadLocked                   423 upload_locked        another request still writes to this upload
      ├── InvalidRequest                 422 invalid_request      bad form field, query or header
      │    ├── EmptyUpload               422 empty_upload         the file part has no bytes
+     │    ├── TranscriptRequired        422 transcript_required  task=align without a transcript
+     │    ├── InvalidTranscript         422 invalid_transcript   a transcript that is neither words nor timed JSON
      │    └── InvalidCursor             422 invalid_cursor       a list cursor this service did not make
      ├── QuotaExceeded                  429 quota_exceeded       a per-key quota is used up (the message names it)
      ├── RateLimited                    429 rate_limited         too many requests (or failed keys) per key or address
      ├── TooManyStreams                 429 too_many_streams     SSE_MAX_STREAMS_PER_KEY or SSE_MAX_STREAMS open streams
      ├── ResultMissing                  500 result_missing       the job succeeded but result.json is gone
+     ├── AudioMissing                   500 audio_missing        the job's uploaded audio is gone from storage
      ├── ServiceUnavailable             503 service_unavailable  Redis does not answer
      ├── InsufficientStorage            507 insufficient_storage the disk is full
      └── JobFailure                         pipeline_failed      a job failed (its `error.code`; never an HTTP answer)
@@ -79,6 +92,7 @@ from whisperx_service.errors.jobs import (
 )
 from whisperx_service.errors.requests import (
     AdminOnly,
+    AudioMissing,
     EmptyUpload,
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -87,10 +101,13 @@ from whisperx_service.errors.requests import (
     InvalidEventId,
     InvalidParameter,
     InvalidRequest,
+    InvalidSpeakerNames,
+    InvalidTranscript,
     JobCancelled,
     JobFinished,
     JobNotFinished,
     JobNotFound,
+    JobNotSucceeded,
     JobRunning,
     MalformedMultipart,
     MethodNotAllowed,
@@ -102,16 +119,29 @@ from whisperx_service.errors.requests import (
     RouteNotFound,
     ServiceUnavailable,
     TooManyStreams,
+    TranscriptRequired,
+    TranscriptTooLong,
     Unauthorized,
     Unsupported,
     UnsupportedMedia,
     UnsupportedMediaType,
     UploadTimeout,
 )
+from whisperx_service.errors.uploads import (
+    TUS_VERSION,
+    TusVersionUnsupported,
+    UploadExpired,
+    UploadIncomplete,
+    UploadLocked,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
 
 __all__ = [
+    "TUS_VERSION",
     "AdminOnly",
     "AudioDecodeFailed",
+    "AudioMissing",
     "AudioTooLong",
     "EmptyUpload",
     "FfmpegMissing",
@@ -123,12 +153,15 @@ __all__ = [
     "InvalidEventId",
     "InvalidParameter",
     "InvalidRequest",
+    "InvalidSpeakerNames",
+    "InvalidTranscript",
     "JobCancelled",
     "JobCrashed",
     "JobFailure",
     "JobFinished",
     "JobNotFinished",
     "JobNotFound",
+    "JobNotSucceeded",
     "JobRunning",
     "LanguageNotSupported",
     "MalformedMultipart",
@@ -144,11 +177,19 @@ __all__ = [
     "ServiceUnavailable",
     "TimeLimit",
     "TooManyStreams",
+    "TranscriptRequired",
+    "TranscriptTooLong",
     "TranslationNotSupported",
+    "TusVersionUnsupported",
     "Unauthorized",
     "Unsupported",
     "UnsupportedMedia",
     "UnsupportedMediaType",
+    "UploadExpired",
+    "UploadIncomplete",
+    "UploadLocked",
+    "UploadNotFound",
+    "UploadOffsetMismatch",
     "UploadTimeout",
     "UrlRefused",
     "UrlTooLarge",

@@ -52,6 +52,14 @@ class InvalidParameter(ServiceError):
         self.param = param
 
 
+class InvalidSpeakerNames(ServiceError):
+    """The `speaker_names` of a result request is malformed: not a JSON object of label -> name, a
+    label the transcript does not have, an empty or over-long name, or two speakers given one name."""
+
+    code = "invalid_speaker_names"
+    http_status = 400
+
+
 class Unsupported(ServiceError):
     """An OpenAI parameter this service accepts by name but does not offer (`known_speaker_names[]`,
     `known_speaker_references[]`); `param` names it."""
@@ -103,6 +111,14 @@ class JobNotFinished(ServiceError):
     """The result was asked for before the job succeeded."""
 
     code = "job_not_finished"
+    http_status = 409
+
+
+class JobNotSucceeded(ServiceError):
+    """A stage was asked of an earlier job that did not succeed (`POST /v1/jobs/{id}/rediarize` of
+    a queued, running, failed or cancelled job): there are no words to reuse yet, or none at all."""
+
+    code = "job_not_succeeded"
     http_status = 409
 
 
@@ -188,6 +204,25 @@ class EmptyUpload(InvalidRequest):
     code = "empty_upload"
 
 
+class TranscriptRequired(InvalidRequest):
+    """`task=align` without a `transcript` field."""
+
+    code = "transcript_required"
+
+
+class InvalidTranscript(InvalidRequest):
+    """The `transcript` field is neither words nor JSON with timed segments (`domain/script.py`)."""
+
+    code = "invalid_transcript"
+
+
+class TranscriptTooLong(ServiceError):
+    """The `transcript` field is longer than MAX_TRANSCRIPT_BYTES."""
+
+    code = "transcript_too_long"
+    http_status = 413
+
+
 class InvalidCursor(InvalidRequest):
     """The list cursor is not one this service returned."""
 
@@ -238,6 +273,12 @@ class ResultMissing(ServiceError):
     """The job succeeded but its `result.json` is gone from storage."""
 
     code = "result_missing"
+
+
+class AudioMissing(ServiceError):
+    """The job exists but its uploaded audio (`source`) is gone from storage."""
+
+    code = "audio_missing"
 
 
 class ServiceUnavailable(ServiceError):

@@ -10,6 +10,8 @@ One sweep (run by the reconciler every RETENTION_SWEEP_INTERVAL_S, under its loc
   Redis record (the process that ended the job died before writing it).
 - directories no job owns (no `job.json`: an upload that never finished) and temp files of
   unfinished atomic writes (`.tmp-*`) older than RETENTION_ORPHAN_S are deleted.
+- resumable uploads (`uploads/<id>`, tus) past their expiry (UPLOAD_EXPIRY_S after creation):
+  unfinished, or finished and never made a job, or the note left by one made a job; deleted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import structlog
 
 from whisperx_service.config import Settings
 from whisperx_service.storage.local import Storage
+from whisperx_service.storage.uploads import UploadStore
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.records import final_record
 
@@ -41,6 +44,7 @@ class Retention:
     tmp_files: int = 0
     work_dirs: int = 0
     finals_written: int = 0
+    expired_uploads: int = 0
 
 
 def _stale_files(storage: Storage, before_s: float) -> tuple[list[str], list[str]]:
@@ -106,4 +110,9 @@ async def sweep_retention(
         log.info("orphan_removed", job_id=job_id)
     out.orphan_dirs = len(orphans)
     out.tmp_files = await anyio.to_thread.run_sync(_remove_files, tmps)
+    uploads = UploadStore(storage.root)
+    for upload_id in await anyio.to_thread.run_sync(uploads.expired, now_s):
+        await anyio.to_thread.run_sync(uploads.remove, upload_id)
+        log.info("upload_expired", upload_id=upload_id)
+        out.expired_uploads += 1
     return out

@@ -28,6 +28,8 @@ from whisperx_service.pipeline.models.provider import ModelProvider
 from whisperx_service.pipeline.stages.transcribe import english_only
 from whisperx_service.storage.local import atomic_write_json
 
+#: The language of a job that transcribes nothing and was given none (ISO 639-2 `und`).
+UNDETERMINED = "und"
 #: progress(stage, stage_percent 0-100, chunk index, number of chunks)
 ProgressFn = Callable[[Stage, float, int, int], None]
 
@@ -57,6 +59,10 @@ class JobPaths:
     def checkpoint(self, index: int) -> Path:
         """One chunk's result."""
         return self.chunks / f"{index}.json"
+
+    def reused(self, index: int) -> Path:
+        """A re-diarization's copy of the earlier job's result for one chunk (its words are kept)."""
+        return self.chunks / f"{index}.reuse.json"
 
 
 def decode_once(source: Path, paths: JobPaths, settings: Settings, progress: ProgressFn) -> DecodedAudio:
@@ -169,13 +175,17 @@ def load_or_make_plan(
 def choose_language(
     pcm: np.ndarray, options: JobOptions, models: ModelProvider, settings: Settings
 ) -> tuple[str, float | None]:
-    """The job's language: asked for, the model's only one, or detected from speech by vote.
+    """The job's language: asked for, the model's only one, or detected from speech by vote; a
+    `diarize` job detects none (it transcribes nothing): the asked one, else `und` (ISO 639-2's
+    "undetermined").
 
     Raises:
         LanguageNotSupported: an English-only model, and another language was asked for.
     """
-    asr = models.asr()
     asked = options.language or settings.asr.language
+    if options.task == "diarize":
+        return asked or UNDETERMINED, None
+    asr = models.asr()
     if english_only(asr):
         if asked not in (None, "en"):
             raise LanguageNotSupported(f"the ASR model is English-only; language {asked!r} needs a multilingual model")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
+from whisperx_service.domain.script import Script
 from whisperx_service.domain.transcript import SpeakerTurn, Transcript, Word
 from whisperx_service.pipeline.audio.pcm import open_pcm
 from whisperx_service.pipeline.audio.windows import Window
@@ -28,7 +29,8 @@ from whisperx_service.pipeline.models.provider import ModelProvider
 from whisperx_service.pipeline.plan import JobPaths, ProgressFn, decode_once, load_or_make_plan
 from whisperx_service.pipeline.post.linking import link_speakers
 from whisperx_service.pipeline.post.merge import merge_chunk_turns, merge_chunk_words, seam_cuts, window_cuts
-from whisperx_service.pipeline.post.segments import build_segments
+from whisperx_service.pipeline.post.partial import final_chunk_words, words_text
+from whisperx_service.pipeline.post.segments import build_segments, turn_segments
 from whisperx_service.pipeline.post.speakers import apply_speaker_map, relabel_speakers, speaker_stats
 from whisperx_service.pipeline.stages.chunk import ChunkResult, process_chunk
 from whisperx_service.storage.local import atomic_write_json
@@ -45,6 +47,8 @@ def run_pipeline(
     attempt: int = 0,
     on_decoded: Callable[[float], None] | None = None,
     on_chunk: Callable[[ChunkResult, bool, int], None] | None = None,
+    on_final_text: Callable[[int, str, str], None] | None = None,
+    script: Script | None = None,
 ) -> Transcript:
     """Transcribe one file end to end, resuming from whatever an earlier run of the job left.
 
@@ -60,6 +64,13 @@ def run_pipeline(
         attempt: written into new checkpoints (which attempt computed each chunk).
         on_decoded: called once with the audio duration in seconds.
         on_chunk: called after each chunk with (result, reused from its checkpoint, number of chunks).
+        on_final_text: called with (k, text, language) once chunk k's text is final, i.e. right after chunk
+            k+1 (`post/partial.py`): the text of the words of chunk k that the merge keeps, as a
+            segment's text is made. Not called for the last chunk (its text is final at the end),
+            and called again for each chunk when a rerun reuses the checkpoints.
+        script: the transcript an `align` job places (`stages/script.py`).
+    A re-diarization finds the earlier job's plan as its own and each chunk's earlier result
+    next to its checkpoint (`JobPaths.reused`): it keeps their words and only diarizes again.
     Returns:
         The transcript: words from every chunk merged without loss or doubling at the seams,
         speakers linked across chunks, segments split at speaker turns, speaker talk times,
@@ -92,7 +103,12 @@ def run_pipeline(
             def chunk_progress(stage: Stage, pct: float, _i: int = chunk.index) -> None:
                 progress(stage, pct, _i, len(chunks))
 
-            result = process_chunk(chunk, pcm, plan.windows, language, options, models, settings, chunk_progress)
+            earlier = paths.reused(chunk.index)
+            reuse = ChunkResult.from_json(json.loads(earlier.read_text())) if earlier.exists() else None
+            result = process_chunk(
+                chunk, pcm, plan.windows, language, options, models, settings, chunk_progress,
+                script=script, reuse=reuse, first=chunk.index == 0, last=chunk.index == len(chunks) - 1,
+            )  # fmt: skip
             result.attempt = attempt
             atomic_write_json(ckpt, result.to_json())
             reused = False
@@ -101,14 +117,20 @@ def run_pipeline(
         results.append(result)
         if on_chunk is not None:
             on_chunk(result, reused, len(chunks))
+        if on_final_text is not None and len(results) >= 2:
+            final = len(results) - 2
+            kept = final_chunk_words([r.words for r in results], chunks, plan.windows, final)
+            on_final_text(final, words_text(kept), language)
 
     t = time.perf_counter()
     progress(Stage.merge, 0.0, len(chunks) - 1, len(chunks))
     words, turns = merge_results(results, options, settings.chunk.link_threshold, plan.windows)
-    segments = build_segments(words)
+    segments = build_segments(words) if options.task != "diarize" else turn_segments(turns)
     timings["merge"] = time.perf_counter() - t
     used = models.describe(language)
-    if not options.align:
+    if options.task == "diarize":
+        used.pop("asr", None)
+    if options.task == "diarize" or not (options.align or options.task == "align"):
         used.pop("align", None)
     if not options.diarize:
         used.pop("diarize", None)

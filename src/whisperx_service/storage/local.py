@@ -3,6 +3,7 @@
 Layout under the storage root:
     jobs/<id>/source        the upload, exactly as received
     jobs/<id>/job.json      the manifest (id, owner, options, filename, size, created)
+    jobs/<id>/transcript.json  an `align` job's transcript (`domain.script.Script`)
     jobs/<id>/chunks/       the chunk plan and one checkpoint per finished chunk
     jobs/<id>/work/         the decoded PCM (removed when the job ends)
     jobs/<id>/result.json   the transcript, written once the job succeeds
@@ -68,6 +69,36 @@ class Storage:
     def manifest(self, job_id: str) -> Path:
         """The job manifest (`job.json`)."""
         return self.job_dir(job_id) / "job.json"
+
+    def script(self, job_id: str) -> Path:
+        """The transcript an `align` job places (`transcript.json`, a `domain.script.Script`)."""
+        return self.job_dir(job_id) / "transcript.json"
+
+    def seed_rediarization(self, earlier_id: str, job_id: str) -> bool:
+        """Give a new job the earlier job's audio and words: its source (a hard link where the
+        file system allows, else a copy), its chunk plan as the new job's, and each chunk's
+        result as `chunks/<n>.reuse.json` (the worker keeps their words and diarizes again).
+
+        Returns:
+            False when the earlier job has no source or plan left (nothing is written then).
+        Raises:
+            OSError: a copy failed (the caller removes the new job's directory).
+        """
+        source, chunks = self.source(earlier_id), self.chunks_dir(earlier_id)
+        if not source.is_file() or not (chunks / "plan.json").is_file():
+            return False
+        target = self.chunks_dir(job_id)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, self.source(job_id))
+        except OSError:
+            shutil.copyfile(source, self.source(job_id))
+        atomic_write_bytes(target / "plan.json", (chunks / "plan.json").read_bytes())
+        for ckpt in chunks.iterdir():
+            if ckpt.suffix == ".json" and ckpt.stem.isdigit():
+                atomic_write_bytes(target / f"{ckpt.stem}.reuse.json", ckpt.read_bytes())
+        fsync_dir(self.job_dir(job_id))
+        return True
 
     def result(self, job_id: str) -> Path:
         """The transcript (`result.json`)."""

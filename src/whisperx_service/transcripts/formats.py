@@ -169,7 +169,9 @@ def subtitle_cues(
     times. Otherwise its words are packed greedily into cues: a word goes into the current cue
     while the cue still wraps into `max_lines` lines and lasts at most `max_cue_s` seconds, else
     it starts the next cue. A single word that breaks a limit alone still gets a cue. Segments
-    with no text give no cue. A cue's text is the segment's text cut at those word boundaries,
+    with no text give no cue, but for a speaker turn of a job that transcribes nothing
+    (`task=diarize`: no text, no words, a speaker), which gets one cue with no lines. A cue's
+    text is the segment's text cut at those word boundaries,
     with its spacing and punctuation (each word is located in the segment text,
     `words_with_spacing`; "" between words of languages written without spaces); a line break
     replaces the spacing where a line ends.
@@ -178,6 +180,9 @@ def subtitle_cues(
     cues: list[Cue] = []
     for seg in t.segments:
         text = _clean(seg.text)
+        if not text and not seg.words and seg.speaker is not None:
+            cues.append(Cue(seg.start, seg.end, (), seg.speaker))
+            continue
         if text and sep and seg.end - seg.start <= max_cue_s:
             lines = _wrap([_Piece(" ", tok, seg.start, seg.end) for tok in text.split(" ")], max_line_chars)
             if len(lines) <= max_lines:
@@ -206,7 +211,7 @@ def _srt(t: Transcript) -> str:
         a, b = cue_span_ms(c.start, c.end)
         body = "\n".join(c.lines)
         if c.speaker is not None:
-            body = f"[{_clean(c.speaker)}] {body}"
+            body = f"[{_clean(c.speaker)}] {body}" if body else f"[{_clean(c.speaker)}]"
         blocks.append(f"{i}\n{format_timestamp(a, ',')} --> {format_timestamp(b, ',')}\n{body}\n")
     return "\n".join(blocks)
 

@@ -227,3 +227,60 @@ def stream_events(t: Transcript, *, diarized: bool) -> list[dict[str, Any]]:
             )
     events.append({"type": "transcript.text.done", "text": full_text(t), "usage": usage(t)})
     return events
+
+
+class LiveDeltas:
+    """`transcript.text.delta` events sent while the job runs, from the text the worker says is final.
+
+    The worker publishes, on a progress event, the text of chunk k once it is final
+    (`final_chunk` = k, `final_text`, `language`; `pipeline/post/partial.py`). `feed` turns those into
+    deltas, in chunk order: a repeat (a rerun that reused the checkpoints) is skipped, and a gap
+    (the stream was trimmed) stops the live deltas for good. `finish` then ends the stream from the
+    transcript: the rest of the text as one delta, so the deltas joined are the done event's text;
+    where no live delta was sent, the per-segment deltas of `stream_events`.
+    """
+
+    def __init__(self) -> None:
+        self.sent = ""  # the deltas joined so far
+        self.next_chunk = 0
+        self.broken = False
+
+    def feed(self, fields: dict[str, str]) -> dict[str, Any] | None:
+        """The delta for a stored event's fields, or None (not a final-text event, a repeat, empty, or after a gap)."""
+        raw = fields.get("final_chunk")
+        if raw is None or self.broken:
+            return None
+        try:
+            k = int(raw)
+        except ValueError:
+            return None
+        if k < self.next_chunk:
+            return None
+        if k > self.next_chunk:
+            self.broken = True
+            return None
+        self.next_chunk += 1
+        text = fields.get("final_text", "").strip()
+        if not text:
+            return None
+        delta = text if not self.sent else word_separator(fields.get("language")) + text
+        self.sent += delta
+        return {"type": "transcript.text.delta", "delta": delta}
+
+    def finish(self, t: Transcript, *, diarized: bool) -> tuple[list[dict[str, Any]], bool]:
+        """The events that end the stream, and whether the deltas joined equal the done text.
+
+        False when the live deltas are not a prefix of the final text (a word's spacing that the
+        final segmentation changed); the done event still carries the whole text.
+        """
+        if not self.sent:
+            return stream_events(t, diarized=diarized), True
+        text = full_text(t)
+        events: list[dict[str, Any]] = []
+        ok = text.startswith(self.sent)
+        if ok and len(text) > len(self.sent):
+            events.append({"type": "transcript.text.delta", "delta": text[len(self.sent) :]})
+        if diarized:
+            events += [e for e in stream_events(t, diarized=True) if e["type"] == "transcript.text.segment"]
+        events.append({"type": "transcript.text.done", "text": text, "usage": usage(t)})
+        return events, ok

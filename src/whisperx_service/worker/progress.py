@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from whisperx_service.domain.jobs import CHUNK_STAGES, JobOptions, Stage, job_percent
+from whisperx_service.domain.jobs import CHUNK_STAGES, JobOptions, Stage, job_percent, skipped_stages
 from whisperx_service.logs import get_logger
 from whisperx_service.store.jobs import JobStore
 from whisperx_service.worker.announce import announce
@@ -37,6 +37,8 @@ class ProgressPublisher:
     cancelled job stops at its next progress point, throttled or not; and `gave_up` (the keeper's
     stall watchdog gave the job up), so a given-up attempt writes nothing more. A call that moves
     the job on (a new stage or chunk, or a higher stage percent) beats `watch`, the watchdog's clock.
+    The stages the job does not run (`skipped_stages`; `timed_script`: an `align` job whose
+    transcript has segment times) take no share of the percent.
 
     Raises (from `__call__`):
         JobCancelled: the job was asked to stop.
@@ -55,18 +57,14 @@ class ProgressPublisher:
         *,
         gave_up: threading.Event | None = None,
         watch: StallWatch | None = None,
+        timed_script: bool = False,
     ) -> None:
         self.store, self.job_id, self.attempt = store, job_id, attempt
         self.min_interval_s = min_interval_s
         self.cancel = cancel or threading.Event()
         self.gave_up = gave_up or threading.Event()
         self.watch = watch
-        skipped = set()
-        if not options.align:
-            skipped.add(Stage.align)
-        if not options.diarize:
-            skipped.add(Stage.diarize)
-        self.skipped = frozenset(skipped)
+        self.skipped = skipped_stages(options, timed_script=timed_script)
         self.last_key: tuple[Stage, int] | None = None
         self.last_percent = -1.0
         self.last_stage_percent = -1.0  # of `last_key`, as last published

@@ -27,6 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from whisperx_service.broker.celery_app import TRANSCRIBE_TASK
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobStatus, Stage
+from whisperx_service.domain.script import Script
 from whisperx_service.errors import JobCrashed, JobFailure, TimeLimit
 from whisperx_service.storage.local import Storage, atomic_write_json
 from whisperx_service.worker import exporter, heartbeat, shutdown, warm  # noqa: F401  (connects their signal handlers)
@@ -67,6 +68,8 @@ def transcribe(self: Task, job_id: str) -> str:
     record = store.get(job_id)
     assert record is not None
     options, bound = record.options, bound.bind(attempt=claim.attempt)
+    script_file = storage.script(job_id)
+    script = Script.model_validate_json(script_file.read_bytes()) if script_file.exists() else None
     bound.info("job_started")
     watch = StallWatch(settings.worker.stall_s)
     keeper = LeaseKeeper(
@@ -86,18 +89,28 @@ def transcribe(self: Task, job_id: str) -> str:
             keeper.cancel,
             gave_up=keeper.gave_up,
             watch=watch,
+            timed_script=script is not None and script.timed,
         )
     )
 
     def on_decoded(duration_s: float) -> None:
         store.update(job_id, claim.attempt, duration_s=round(duration_s, 3))
 
-    last_stage = Stage.diarize if options.diarize else Stage.align if options.align else Stage.transcribe
+    aligns = options.align or options.task == "align"
+    last_stage = Stage.diarize if options.diarize else Stage.align if aligns else Stage.transcribe
+
+    plan_chunks = [1]  # the plan's number of chunks, as on_chunk last heard it
 
     def on_chunk(result: ChunkResult, reused: bool, chunks: int) -> None:
+        plan_chunks[0] = chunks
         # One event per chunk says whether it was computed now or reused from its checkpoint.
         bound.info("chunk_done", chunk=result.chunk.index, reused=reused, computed_by_attempt=result.attempt)
         publish(last_stage, 100.0, result.chunk.index, chunks, checkpoint="reused" if reused else "saved")
+
+    def on_final_text(k: int, text: str, language: str) -> None:
+        # The text of chunk k is final once chunk k+1 is done: a progress event carries it, so a
+        # stream (the OpenAI one's deltas) can send it before the job ends.
+        publish(last_stage, 100.0, k + 1, plan_chunks[0], final_chunk=str(k), final_text=text, language=language)
 
     def still_ours() -> None:
         # Checked right before the result is written: given up by the watchdog, or the lease is no
@@ -126,10 +139,16 @@ def transcribe(self: Task, job_id: str) -> str:
                 attempt=claim.attempt,
                 on_decoded=on_decoded,
                 on_chunk=on_chunk,
+                on_final_text=on_final_text,
+                script=script,
             )
         publish(Stage.merge, 100.0, transcript.chunks - 1, transcript.chunks)
         still_ours()
         atomic_write_json(storage.result(job_id), transcript.model_dump(mode="json"))
+        # What the job list shows of the result, kept in the job hash so listing reads no files.
+        store.update(
+            job_id, claim.attempt, result_language=transcript.language, result_speakers=len(transcript.speakers)
+        )
         observer.succeeded(transcript.duration)
         bound.info("job_succeeded", duration_s=transcript.duration, timings=transcript.timings)
         return attempt.end(JobStatus.succeeded)

@@ -41,6 +41,7 @@ from celery.signals import task_postrun, worker_process_init, worker_process_shu
 from whisperx_service.config import Settings
 from whisperx_service.domain.workers import DeviceInfo, ProcessState, WorkerFailure, WorkerProcess
 from whisperx_service.errors import ModelLoadFailed
+from whisperx_service.pipeline.models.languages import supported_languages
 from whisperx_service.store import workers as worker_store
 from whisperx_service.store.keys import Keys
 from whisperx_service.worker.models import ModelCache, get_model_cache
@@ -136,7 +137,8 @@ def warm_models(
 
     Args:
         on_change: called with this process's record before the first load, after each model, and
-            once warm (after the warm-up run).
+            once warm (after the warm-up run); the warm record lists the languages its ASR model
+            transcribes (`pipeline/models/languages.py`, for `GET /v1/languages`).
     Returns:
         The process's record, `warm`, with its device and models.
     Raises:
@@ -169,6 +171,10 @@ def warm_models(
         record.models[i] = model.status(warm=True)
         notify(record)
     record.load_s = round(time.perf_counter() - t, 2)
+    try:
+        record.languages = supported_languages(cache.asr(), settings)
+    except Exception:  # GET /v1/languages then lacks this process; jobs are not affected
+        log.exception("languages_unknown")
     try:
         record.warmup_s = warm_up_inference(settings, cache)
     except Exception:  # the models are loaded; a job would show the same error, with its id

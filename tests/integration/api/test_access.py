@@ -80,6 +80,7 @@ def test_health_is_open_everything_else_needs_a_key(gw: Gateway, redis_client: r
         ("GET", f"/v1/jobs/{'0' * 32}"),
         ("GET", f"/v1/jobs/{'0' * 32}/events"),
         ("GET", f"/v1/jobs/{'0' * 32}/result"),
+        ("GET", f"/v1/jobs/{'0' * 32}/audio"),
         ("DELETE", f"/v1/jobs/{'0' * 32}"),
         ("GET", "/metrics"),
     ]:
@@ -162,6 +163,7 @@ def test_another_keys_job_is_not_found(gw: Gateway, registry: KeyRegistry, worke
         ("GET", f"/v1/jobs/{job}"),
         ("GET", f"/v1/jobs/{job}/events"),
         ("GET", f"/v1/jobs/{job}/result"),
+        ("GET", f"/v1/jobs/{job}/audio"),
         ("DELETE", f"/v1/jobs/{job}"),
         ("DELETE", f"/v1/jobs/{job}?purge=true"),
     ]:
@@ -169,6 +171,7 @@ def test_another_keys_job_is_not_found(gw: Gateway, registry: KeyRegistry, worke
         assert r.status_code == 404, (method, path, r.text)
         assert r.json()["error"]["code"] == "job_not_found"
     assert gw.client.get("/v1/jobs", headers=bearer(bob)).json()["jobs"] == []
+    assert gw.client.get(f"/v1/jobs/{job}/audio", headers=bearer(alice)).content == wav_bytes()
     own = gw.client.get(f"/v1/jobs/{job}", headers=bearer(alice)).json()
     assert own["owner"]["name"] == "alice" and own["status"] == "succeeded"
     assert [j["id"] for j in gw.client.get("/v1/jobs", headers=bearer(alice)).json()["jobs"]] == [job]

@@ -122,3 +122,56 @@ def test_succeeded_job_without_result_file_is_a_500_with_a_code(
     worker_store.finish(job_id, JobStatus.succeeded, attempt=claim.attempt)
     r = gateway.client.get(f"/v1/jobs/{job_id}/result")
     assert r.status_code == 500 and r.json()["error"]["code"] == "result_missing"
+
+
+NAMES = json.dumps({"SPEAKER_00": "Alice", "SPEAKER_01": "Bob, the builder"})
+#: format -> (a text the names must put in it, a text of the labels that must be gone).
+NAMED = {
+    "srt": ("[Alice] Hello there.", "[SPEAKER_00]"),
+    "vtt": ("<v Bob, the builder>General Kenobi!", "<v SPEAKER_01>"),
+    "txt": ("Alice: Hello there.\nBob, the builder: General Kenobi!\n", "SPEAKER_"),
+    "tsv": ("500\t1500\tAlice\tHello there.", "SPEAKER_"),
+}
+#: Malformed `speaker_names` -> a text its 400 message must hold.
+MALFORMED = {
+    "SPEAKER_00:Alice": "JSON object",
+    '["Alice"]': "JSON object",
+    '{"SPEAKER_00": 7}': "string",
+    '{"SPEAKER_00": "   "}': "empty",
+    '{"SPEAKER_00": "' + "x" * 81 + '"}': "longer than 80",
+    '{"SPEAKER_00": "A\\u0000B"}': "control",
+    '{"SPEAKER_07": "Carol"}': "not in this transcript",
+    '{"SPEAKER_00": "Bob", "SPEAKER_01": "Bob"}': "share a name",
+    '{"SPEAKER_00": "SPEAKER_01"}': "share a name",
+    "{" + ",".join(f'"S{i}": "n"' for i in range(65)) + "}": "more than 64",
+}
+
+
+def test_speaker_names_reach_every_format(gateway: Gateway, submit: Callable[..., str], worker_store: JobStore) -> None:
+    job_id = submit()
+    _succeed(gateway, worker_store, job_id)
+    for fmt, (named, unnamed) in NAMED.items():
+        r = gateway.client.get(f"/v1/jobs/{job_id}/result", params={"format": fmt, "speaker_names": NAMES})
+        assert r.status_code == 200, r.text
+        assert named in r.text and unnamed not in r.text, (fmt, r.text)
+    # JSON: one speaker renamed (its name's whitespace collapsed), the other keeps its label;
+    # segments, words and the speaker list all carry the name.
+    names = json.dumps({"SPEAKER_01": "  Bob \n Smith "})
+    body = gateway.client.get(f"/v1/jobs/{job_id}/result", params={"speaker_names": names}).json()
+    assert [s["speaker"] for s in body["segments"]] == ["SPEAKER_00", "Bob Smith"]
+    assert [w["speaker"] for s in body["segments"] for w in s["words"]] == ["SPEAKER_00"] * 2 + ["Bob Smith"] * 2
+    assert [s["id"] for s in body["speakers"]] == ["SPEAKER_00", "Bob Smith"]
+    # The stored result is untouched.
+    assert Transcript.model_validate(gateway.client.get(f"/v1/jobs/{job_id}/result").json()) == TRANSCRIPT
+
+
+def test_malformed_speaker_names_are_400_with_a_stable_code(
+    gateway: Gateway, submit: Callable[..., str], worker_store: JobStore
+) -> None:
+    job_id = submit()
+    _succeed(gateway, worker_store, job_id)
+    for names, needle in MALFORMED.items():
+        r = gateway.client.get(f"/v1/jobs/{job_id}/result", params={"format": "srt", "speaker_names": names})
+        assert r.status_code == 400, (names, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "invalid_speaker_names" and needle in error["message"], (names, error)

@@ -102,3 +102,7 @@ def test_urlencoded_and_idempotent(gw: Gateway) -> None:
     assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
     body = gw.client.get(f"/v1/jobs/{first.json()['id']}").json()
     assert body["options"]["diarize"] is False and body["stage"] is None
+    both = gw.client.post("/v1/jobs", json={**form, "upload_id": "abc"})
+    assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
+    neither = gw.client.post("/v1/jobs", json={"language": "en"})
+    assert neither.status_code == 422 and "`url` or `upload_id`" in neither.json()["error"]["message"]

@@ -16,12 +16,13 @@ import builtins
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import IO, Any, cast
 
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from whisperx_client import __version__
+from whisperx_client import __version__, tus
 from whisperx_client._core import (
     RETRY_STATUSES,
     CountingReader,
@@ -42,9 +43,11 @@ from whisperx_client._core import (
     to_event,
     upload_name,
 )
+from whisperx_client._tus_io import submit_async
 from whisperx_client.client import UPLOAD_TIMEOUT, _opened
 from whisperx_client.errors import ProtocolError, TransportError, WaitTimeout, error_from_response
 from whisperx_client.models import Accepted, Event, Job, Transcript
+from whisperx_client.tus import UploadState
 
 
 class AsyncClient:
@@ -106,6 +109,9 @@ class AsyncClient:
         hotwords: str | None = None,
         idempotency_key: str | None = None,
         on_progress: ProgressCallback | None = None,
+        resume: bool = False,
+        tus_threshold: int | None = tus.TUS_THRESHOLD_BYTES,
+        state: UploadState | None = None,
     ) -> Accepted:
         """Upload audio or video as a job; see `Client.submit`."""
         fields = job_fields(
@@ -124,8 +130,16 @@ class AsyncClient:
             fetched = await self._request("POST", "/v1/jobs", json={"url": url, **fields}, headers=headers)
             return Accepted.from_json(json_body(fetched))
         name = upload_name(file, filename)
+        if isinstance(file, str | os.PathLike) and tus_threshold is not None:
+            path = Path(file)
+            if path.stat().st_size > tus_threshold:
+                return await submit_async(
+                    self, path, name, fields, resume, state or UploadState(), on_progress, UPLOAD_TIMEOUT
+                )
         with _opened(file) as f:
             reader = CountingReader(f, file_size(f), on_progress)
+            if on_progress is not None:
+                on_progress(0, reader.total)
             response = await self._request(
                 "POST",
                 "/v1/jobs",

@@ -1,7 +1,7 @@
 """The `whisperx-client` command line.
 
     whisperx-client transcribe FILE|URL... [--format srt|vtt|txt|tsv|json] [-o DIR] [--speakers N]
-                               [--language xx] [--no-diarize] [--concurrency N]
+                               [--language xx] [--no-diarize] [--concurrency N] [--resume]
     whisperx-client jobs list [--status S] [--limit N] [--owner NAME]
     whisperx-client jobs status|cancel|result|wait JOB_ID ...
 
@@ -9,9 +9,11 @@ Every command takes `--url` (default `$WHISPERX_URL`, else http://127.0.0.1:8000
 (default `$WHISPERX_API_KEY`) and `--json` (one JSON document on stdout, nothing else there).
 `transcribe` shows a progress bar per file on a terminal (upload bytes, then stage, percent and
 the worker's ETA from the job's event stream), plain lines when stdout is not a terminal, and
-writes one output per input, `<DIR>/<input stem>.<format>` (temp file, fsync, rename). An
-http(s) URL is not uploaded: the service fetches it (the stem is the URL's last path segment's,
-else `download`). Ctrl-C
+writes one output per input, `<DIR>/<input stem>.<format>` (temp file, fsync, rename). Files over
+64 MiB go as resumable uploads (tus): a dropped connection is retried from the gateway's offset,
+and `--resume` continues the upload an interrupted earlier run left (same file, size and mtime);
+the bar (or a line) says where it resumed. An http(s) URL is not uploaded: the service fetches it
+(the stem is the URL's last path segment's, else `download`). Ctrl-C
 asks whether to cancel the unfinished jobs when stdin is a terminal, and cancels them otherwise.
 
 Exit codes: 0 every file or job succeeded; 1 some failed (a refused upload, a failed or
@@ -171,10 +173,11 @@ class LineDisplay:
         """Nothing until bytes move."""
 
     def upload(self, run: Run, sent: int, total: int | None) -> None:
-        """One line when the upload starts and one when it is complete."""
+        """One line when the upload starts (or resumes) and one when it is complete."""
         if id(run) not in self._upload_started:
             self._upload_started.add(id(run))
-            self._say(run, f"upload {_mb(total)}" if total is not None else "upload")
+            size = f" {_mb(total)}" if total is not None else ""
+            self._say(run, f"upload{size}" + (f", resumed at {_mb(sent)}" if sent else ""))
         if total is not None and sent == total:
             self._say(run, f"uploaded {_mb(sent)}")
 
@@ -218,6 +221,7 @@ class BarDisplay:
             refresh_per_second=8,
         )
         self.tasks: dict[int, TaskID] = {}
+        self._resumed: dict[int, str] = {}
         self.progress.start()
 
     def add(self, run: Run) -> None:
@@ -225,8 +229,11 @@ class BarDisplay:
         self.tasks[id(run)] = self.progress.add_task("", total=None, name=run.name, stage="waiting", detail="")
 
     def upload(self, run: Run, sent: int, total: int | None) -> None:
-        """Bytes sent of the file's size."""
+        """Bytes sent of the file's size (and where a resumed upload started)."""
+        if id(run) not in self._resumed:
+            self._resumed[id(run)] = f" (resumed at {_mb(sent)})" if sent else ""
         detail = f"{_mb(sent)}/{_mb(total)}" if total is not None else _mb(sent)
+        detail += self._resumed[id(run)]
         self.progress.update(self.tasks[id(run)], total=total, completed=sent, stage="upload", detail=detail)
 
     def event(self, run: Run, event: Event) -> None:
@@ -301,6 +308,7 @@ async def _transcribe_one(
                 diarize=False if args.no_diarize else None,
                 num_speakers=args.speakers,
                 on_progress=lambda sent, total: display.upload(run, sent, total),
+                resume=args.resume,
             )
             run.job_id, run.status = accepted.id, accepted.status
             async for event in client.events(accepted.id):
@@ -523,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--language", help="ISO 639-1 code (default: detect)")
     tr.add_argument("--no-diarize", action="store_true", help="no speaker labels")
     tr.add_argument("--concurrency", type=_positive, default=2, help="files in flight at once (default 2)")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the resumable uploads an interrupted run left (same file, size and mtime)",
+    )
 
     jobs = sub.add_parser("jobs", help="list, inspect, cancel, fetch or wait for jobs")
     common(jobs, argparse.SUPPRESS)

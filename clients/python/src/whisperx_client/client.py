@@ -25,7 +25,7 @@ from typing import IO, Any, cast
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from whisperx_client import __version__
+from whisperx_client import __version__, tus
 from whisperx_client._core import (
     RETRY_STATUSES,
     CountingReader,
@@ -46,8 +46,10 @@ from whisperx_client._core import (
     to_event,
     upload_name,
 )
+from whisperx_client._tus_io import submit_sync
 from whisperx_client.errors import ProtocolError, TransportError, WaitTimeout, error_from_response
 from whisperx_client.models import Accepted, Event, Job, Transcript
+from whisperx_client.tus import UploadState
 
 #: Timeouts (seconds) of an upload: the gateway probes the file (ffprobe) after the body ends
 #: before it answers, so the read wait is long.
@@ -129,6 +131,9 @@ class Client:
         hotwords: str | None = None,
         idempotency_key: str | None = None,
         on_progress: ProgressCallback | None = None,
+        resume: bool = False,
+        tus_threshold: int | None = tus.TUS_THRESHOLD_BYTES,
+        state: UploadState | None = None,
     ) -> Accepted:
         """Upload audio or video as a job (`POST /v1/jobs`); streams the file from disk.
 
@@ -145,7 +150,13 @@ class Client:
             idempotency_key: sent as `Idempotency-Key`, so a retried submission makes one job
                 where the gateway supports it.
             on_progress: called as `(bytes_sent, total_bytes)` as the body goes out (total None
-                when the file's size cannot be known without reading it).
+                when the file's size cannot be known without reading it); first with the bytes
+                already on the gateway (0, or a resumed upload's offset).
+            resume: continue this file's earlier resumable upload when the state file has one
+                (same gateway, path, size and modification time).
+            tus_threshold: a path larger than this (bytes) goes as a resumable upload (tus,
+                `/v1/uploads`), retried from where it broke off; None = always one multipart POST.
+            state: where resumable upload URLs are kept (default `tus.default_state_path()`).
         Returns:
             The accepted job (202): its id and URLs.
         Raises:
@@ -172,8 +183,16 @@ class Client:
             fetched = self._request("POST", "/v1/jobs", json={"url": url, **fields}, headers=headers)
             return Accepted.from_json(json_body(fetched))
         name = upload_name(file, filename)
+        if isinstance(file, str | os.PathLike) and tus_threshold is not None:
+            path = Path(file)
+            if path.stat().st_size > tus_threshold:
+                return submit_sync(
+                    self, path, name, fields, resume, state or UploadState(), on_progress, UPLOAD_TIMEOUT
+                )
         with _opened(file) as f:
             reader = CountingReader(f, file_size(f), on_progress)
+            if on_progress is not None:
+                on_progress(0, reader.total)
             response = self._request(
                 "POST",
                 "/v1/jobs",

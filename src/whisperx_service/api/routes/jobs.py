@@ -24,21 +24,17 @@ from pydantic import BaseModel, Field
 
 from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
+from whisperx_service.api.field_body import is_field_body, read_fields
 from whisperx_service.api.idempotency import Idempotent
-from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM
+from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM, OPTION_FIELDS, TRANSCRIPT_FIELD
+from whisperx_service.api.routes.uploads import UploadsDep
 from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
-from whisperx_service.api.url_jobs import (
-    URL_FIELD,
-    create_url_job,
-    fingerprint,
-    is_field_body,
-    read_fields,
-    url_job_request,
-)
+from whisperx_service.api.upload_jobs import UPLOAD_ID_FIELD, job_from_upload, upload_job_request
+from whisperx_service.api.url_jobs import URL_FIELD, create_url_job, fingerprint, url_job_request
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
-from whisperx_service.errors import AdminOnly, InvalidCursor, JobFinished, JobNotFound, JobRunning
+from whisperx_service.errors import AdminOnly, InvalidCursor, InvalidRequest, JobFinished, JobNotFound, JobRunning
 from whisperx_service.logs import get_logger
 from whisperx_service.maintenance.restore import restore_job
 from whisperx_service.storage.local import Storage
@@ -65,21 +61,31 @@ def _upload_schema() -> dict[str, Any]:
     """OpenAPI request body of POST /v1/jobs (the body is parsed by hand, as a stream)."""
     props: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "Audio or video"}}
     for name, prop in JobOptions.model_json_schema()["properties"].items():
-        props[name] = {k: v for k, v in prop.items() if k != "title"}
-    from_url = {k: v for k, v in props.items() if k != FILE_FIELD}
-    from_url[URL_FIELD] = {
+        if name in OPTION_FIELDS:
+            props[name] = {k: v for k, v in prop.items() if k != "title"}
+    props[TRANSCRIPT_FIELD] = {
+        "type": "string",
+        "description": "task=align: the words to place, as plain text or a job's JSON result (timed segments)",
+    }
+    from_elsewhere = {k: v for k, v in props.items() if k not in (FILE_FIELD, TRANSCRIPT_FIELD)}
+    from_elsewhere[UPLOAD_ID_FIELD] = {"type": "string", "description": "A finished upload of /v1/uploads (tus)"}
+    from_elsewhere[URL_FIELD] = {
         "type": "string",
         "format": "uri",
-        "description": "http(s) URL the service fetches the file from",
+        "description": "http(s) URL the service fetches the file from (instead of `upload_id`)",
     }
-    url_schema = {"type": "object", "required": [URL_FIELD], "properties": from_url}
+    fields_schema = {
+        "type": "object",
+        "properties": from_elsewhere,
+        "oneOf": [{"required": [UPLOAD_ID_FIELD]}, {"required": [URL_FIELD]}],
+    }
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}},
-                "application/json": {"schema": url_schema},
-                "application/x-www-form-urlencoded": {"schema": url_schema},
+                "application/json": {"schema": fields_schema},
+                "application/x-www-form-urlencoded": {"schema": fields_schema},
             },
         }
     }
@@ -94,11 +100,17 @@ def _upload_schema() -> dict[str, Any]:
     responses={
         400: {"description": "malformed_multipart"},
         401: {"description": "unauthorized"},
+        404: {"description": "upload_not_found (`upload_id`)"},
+        410: {"description": "upload_expired (`upload_id`)"},
+        423: {"description": "upload_locked (`upload_id`: a PATCH still writes to it)"},
         408: {"description": "upload_timeout"},
-        413: {"description": "payload_too_large / audio_too_long"},
         415: {"description": "unsupported_media_type (not multipart) / unsupported_media (not allowed audio/video)"},
-        409: {"description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key)"},
-        422: {"description": "invalid_request / empty_upload"},
+        409: {
+            "description": "idempotency_conflict / idempotency_in_progress (Idempotency-Key) / "
+            "upload_incomplete (`upload_id`)"
+        },
+        413: {"description": "payload_too_large / audio_too_long / transcript_too_long"},
+        422: {"description": "invalid_request / empty_upload / transcript_required / invalid_transcript"},
         429: {"description": "quota_exceeded (the message names the quota) / rate_limited"},
         503: {"description": "service_unavailable (Redis)"},
         507: {"description": "insufficient_storage"},
@@ -112,20 +124,26 @@ async def submit_job(
     jobs: JobsDep,
     storage: StorageDep,
     idempotency: IdempotencyDep,
+    uploads: UploadsDep,
 ) -> JobAccepted | Response:
     """Stream the upload to storage, record the job (held for the dispatcher); answer 202 at once.
 
     The body is `multipart/form-data`: a `file` part (at most MAX_UPLOAD_BYTES bytes) and
-    optional job option fields (see `JobOptions`). With an `Idempotency-Key` header, a repeat
+    optional job option fields (see `JobOptions`) and, for `task=align`, `transcript` (plain
+    text or a job's JSON result, at most MAX_TRANSCRIPT_BYTES). With an `Idempotency-Key` header, a repeat
     within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`). Or it is
-    JSON or a urlencoded form with `url` and the options: the outbound worker fetches the file
-    (`api/url_jobs.py`); the job shows a `fetch` stage while it is fetched, and ends `failed` with
-    a `url_*` code (or the upload's codes) when the fetch fails.
+    JSON or a urlencoded form (`api/field_body.py`) with the options and either `upload_id` (a
+    finished resumable upload, `/v1/uploads`): its file is moved into the job
+    (`api/upload_jobs.py`); asking again for the same upload answers the same job; or `url`: the
+    outbound worker fetches the file (`api/url_jobs.py`); the job shows a `fetch` stage while it
+    is fetched, and ends `failed` with a `url_*` code (or the upload's codes) when the fetch fails.
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
         UnsupportedMedia, EmptyUpload, InvalidRequest, InsufficientStorage: see `receive_upload`;
             InsufficientStorage also when the manifest does not fit.
+        TranscriptRequired, InvalidTranscript, TranscriptTooLong: `task=align` without a
+            transcript, one that cannot be read, one over MAX_TRANSCRIPT_BYTES.
         ServiceUnavailable: Redis does not answer (nothing is kept). A broker that does not answer
             only delays the job: it stays held until the dispatcher can send it.
         QuotaExceeded: one of the key's quotas is used up (checked before and after the body).
@@ -134,13 +152,21 @@ async def submit_job(
     """
     if is_field_body(request):
         fields = await read_fields(request)
+        if UPLOAD_ID_FIELD in fields and URL_FIELD in fields:
+            raise InvalidRequest("give `upload_id` or `url`, not both")
+        if UPLOAD_ID_FIELD in fields:
+            upload_id, options = upload_job_request(fields)
+            made = await job_from_upload(request, principal, settings, jobs, storage, uploads, upload_id, options)
+            accepted = accepted_answer(settings, made.record.id, made.record.status)
+            response.headers["Location"] = accepted.status_url
+            return accepted
         url, options = url_job_request(fields)
         idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
         if idem is not None and idem.replay is not None:
             return _replayed(idem.check_replay(fingerprint(fields)))
         async with idem.held() if idem is not None else contextlib.nullcontext():
             record = await create_url_job(request, principal, settings, jobs, storage, url, options)
-            accepted = _accepted(settings, record.id, record.status)
+            accepted = accepted_answer(settings, record.id, record.status)
             if idem is not None:
                 await idem.complete(record.id, fingerprint(fields), 202, accepted.model_dump(mode="json"))
         response.headers["Location"] = accepted.status_url
@@ -150,9 +176,12 @@ async def submit_job(
         upload_fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
         return _replayed(idem.check_replay(upload_fingerprint))
     async with idem.held() if idem is not None else contextlib.nullcontext():
-        created = await create_job(request, principal, settings, jobs, storage, JOB_FORM, lambda options: options)
+        created = await create_job(
+            request, principal, settings, jobs, storage, JOB_FORM,
+            lambda form: form.complete().options, lambda form: form.script,
+        )  # fmt: skip
         job_id = created.job_id
-        accepted = _accepted(settings, job_id, created.record.status)
+        accepted = accepted_answer(settings, job_id, created.record.status)
         if idem is not None:
             await idem.complete(job_id, created.upload.fingerprint, 202, accepted.model_dump(mode="json"))
     response.headers["Location"] = accepted.status_url
@@ -168,7 +197,7 @@ def _replayed(first: Completed) -> JSONResponse:
     )
 
 
-def _accepted(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
+def accepted_answer(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
     """The 202 body of a new job: its links under API_PUBLIC_URL."""
     base = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job_id}"
     return JobAccepted(

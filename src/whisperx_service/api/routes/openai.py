@@ -6,11 +6,14 @@ the upload streams to storage (`api/submit.create_job`, the form of `api/openai_
 the request waits on the job's events (`api/job_wait.py`) and answers in the requested
 `response_format` (`transcripts/openai.py`). Each answer names its job in `x-job-id`.
 
-- `stream=true`: `text/event-stream` of data-only events as OpenAI sends them. The job's text is
-  final only when the job ends (chunks are merged at their seams at the end), so the
-  `transcript.text.delta` events (one per segment), the `transcript.text.segment` events (when
-  diarized) and the one `transcript.text.done` all come at the end; until then only keep-alive
-  comments. A job that fails sends one `{"error": {...}}` event (the SDK raises it).
+- `stream=true`: `text/event-stream` of data-only events as OpenAI sends them. On a file of
+  several chunks, chunk k's text is final once chunk k+1 is transcribed (its seam is decided,
+  `pipeline/post/partial.py`): a `transcript.text.delta` with it is sent then
+  (`transcripts.openai.LiveDeltas`). At the end come a delta with the rest of the text (one per
+  segment when nothing was sent before: a one-chunk file, or a job that had already ended), the
+  `transcript.text.segment` events when diarized (speakers are known only at the end) and one
+  `transcript.text.done`; the deltas joined are its text. Between events, keep-alive comments. A
+  job that fails sends one `{"error": {...}}` event (the SDK raises it).
 - A client that disconnects before the end leaves its job to be cancelled after
   API_OPENAI_CANCEL_GRACE_S, unless another request (a retry with the same Idempotency-Key) waits
   on it.
@@ -42,7 +45,7 @@ from whisperx_service.api.deps import IdempotencyDep, JobsDep, SettingsDep, Stor
 from whisperx_service.api.errors import openai_error_response
 from whisperx_service.api.event_hub import EventHub
 from whisperx_service.api.idempotency import Idempotent
-from whisperx_service.api.job_wait import Waiters, wait_for_end, wait_while_connected
+from whisperx_service.api.job_wait import Waiters, ended_record, follow_job, wait_while_connected
 from whisperx_service.api.openai_form import TRANSCRIBE_FORM, TRANSLATE_FORM, OpenAIRequest
 from whisperx_service.api.routes.results import read_transcript
 from whisperx_service.api.submit import create_job
@@ -57,12 +60,14 @@ from whisperx_service.errors import (
     TranslationNotSupported,
     all_codes,
 )
+from whisperx_service.logs import get_logger
 from whisperx_service.storage.local import Storage
 from whisperx_service.store import workers
 from whisperx_service.store.async_jobs import AsyncJobStore
 from whisperx_service.store.idempotency import IdempotencyStore
-from whisperx_service.transcripts.openai import Task, render_openai, stream_events
+from whisperx_service.transcripts.openai import LiveDeltas, Task, render_openai
 
+log = get_logger(__name__)
 router = APIRouter(tags=["openai"])
 
 #: The ASR model a worker runs with an empty ASR_MODEL, by device (`pipeline/models/loaders.py`:
@@ -248,8 +253,13 @@ async def _stream(
     cancelled) leaves the job to `Waiters.abandon`."""
     waiters = Waiters(request, job_id)
     await waiters.enter()
+    live = LiveDeltas()
     try:
-        record = await wait_for_end(hub, jobs, job_id)
+        async for event in follow_job(hub, jobs, job_id):
+            delta = live.feed(event.fields)
+            if delta is not None:
+                yield ServerSentEvent(data=json.dumps(delta))
+        record = await ended_record(jobs, job_id)
     except BaseException:
         waiters.abandon()
         raise
@@ -260,5 +270,8 @@ async def _stream(
         yield ServerSentEvent(data=json.dumps(body))
         return
     transcript = await anyio.to_thread.run_sync(read_transcript, storage.result(job_id))
-    for event in stream_events(transcript, diarized=params.diarized):
-        yield ServerSentEvent(data=json.dumps(event))
+    events, whole = live.finish(transcript, diarized=params.diarized)
+    if not whole:
+        log.warning("stream_deltas_not_a_prefix", job_id=job_id)
+    for event_body in events:
+        yield ServerSentEvent(data=json.dumps(event_body))

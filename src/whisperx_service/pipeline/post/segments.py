@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from whisperx_service.domain.transcript import Segment, Word
+from whisperx_service.domain.transcript import Segment, SpeakerTurn, Word
 
 #: A word at most this long (seconds) whose speaker differs from two identical neighbours takes
 #: theirs: diarization turn boundaries jitter by about 0.1-0.3 s around the true change.
@@ -106,3 +106,13 @@ def build_segments(
         if cur:
             out.append(_segment(len(out), cur))
     return out
+
+
+def turn_segments(turns: Sequence[SpeakerTurn]) -> list[Segment]:
+    """Segments of a job that transcribes nothing (`task=diarize`): one per speaker turn, in
+    time order, with no text and no words, so every result format shows who spoke when."""
+    ordered = sorted(turns, key=lambda t: (t.start, t.end))
+    return [
+        Segment(id=i, start=round(t.start, 3), end=round(t.end, 3), text="", speaker=t.speaker)
+        for i, t in enumerate(ordered)
+    ]

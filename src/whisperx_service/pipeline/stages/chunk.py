@@ -12,6 +12,7 @@ import numpy as np
 
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, Stage
+from whisperx_service.domain.script import Script
 from whisperx_service.domain.transcript import SpeakerTurn, Word
 from whisperx_service.pipeline.audio.chunks import Chunk
 from whisperx_service.pipeline.audio.pcm import read_window
@@ -20,6 +21,7 @@ from whisperx_service.pipeline.models.provider import ModelProvider
 from whisperx_service.pipeline.post.speakers import assign_speakers
 from whisperx_service.pipeline.stages.align import align
 from whisperx_service.pipeline.stages.diarize import diarize
+from whisperx_service.pipeline.stages.script import anchor_text, clip_to_speech, timed_segments
 from whisperx_service.pipeline.stages.transcribe import transcribe
 from whisperx_service.pipeline.stages.words import words_of_segments
 from whisperx_service.transcripts.text import word_separator
@@ -75,12 +77,25 @@ def process_chunk(
     models: ModelProvider,
     settings: Settings,
     progress: Callable[[Stage, float], None],
+    *,
+    script: Script | None = None,
+    reuse: ChunkResult | None = None,
+    first: bool = True,
+    last: bool = True,
 ) -> ChunkResult:
     """Transcribe, align and diarize one chunk (read from the memory-mapped PCM).
+
+    What runs depends on the job: a `diarize` job only diarizes (no words); a re-diarization
+    (`reuse`, the earlier job's checkpoint of this chunk) keeps its words and times and only
+    diarizes; an `align` job aligns `script` (timed segments cut to the chunk, or plain text
+    anchored on the chunk's transcription, `stages/script.py`).
 
     Args:
         windows: the job's ASR windows (absolute seconds, `Plan.windows`); the chunk decodes
             those it holds, clipped to its edges.
+        script: the transcript of an `align` job.
+        reuse: the earlier job's result for this chunk (a re-diarization).
+        first, last: the chunk is the file's first / last (where plain text is placed).
 
     Returns:
         The chunk's words (absolute seconds, speakers by the chunk's own labels, each with the
@@ -91,19 +106,13 @@ def process_chunk(
     # samples, so window and word times convert between chunk and file time exactly).
     origin = float(math.floor(chunk.start_s))
     audio = read_window(pcm, origin, chunk.end_s)
-    t = time.perf_counter()
-    progress(Stage.transcribe, 0.0)
-    own = chunk_windows(windows, chunk.start_s, chunk.end_s, origin)
-    segments = transcribe(
-        models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), own
-    )
-    timings["transcribe"] = time.perf_counter() - t
-    if options.align and segments:
-        t = time.perf_counter()
-        progress(Stage.align, 0.0)
-        segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
-        timings["align"] = time.perf_counter() - t
-    words = words_of_segments(segments, origin, chunk.end_s, word_separator(language))
+    if reuse is not None:
+        words = [w.model_copy(update={"speaker": None}) for w in reuse.words]
+    elif not options.runs_asr:
+        words = []
+    else:
+        words = _words(chunk, audio, origin, windows, language, options, models, settings, progress, timings,
+                       script=script, first=first, last=last)  # fmt: skip
     turns: list[SpeakerTurn] = []
     embeddings: dict[str, list[float] | None] = {}
     if options.diarize:
@@ -114,3 +123,46 @@ def process_chunk(
         words = assign_speakers(words, turns)
         timings["diarize"] = time.perf_counter() - t
     return ChunkResult(chunk, words, turns, embeddings, {k: round(v, 3) for k, v in timings.items()})
+
+
+def _words(
+    chunk: Chunk,
+    audio: np.ndarray,
+    origin: float,
+    windows: list[Window],
+    language: str,
+    options: JobOptions,
+    models: ModelProvider,
+    settings: Settings,
+    progress: Callable[[Stage, float], None],
+    timings: dict[str, float],
+    *,
+    script: Script | None,
+    first: bool,
+    last: bool,
+) -> list[Word]:
+    """The chunk's words: transcribed (or the script's, placed), then aligned; times into `timings`.
+
+    The script's words end within the speech region they start in (`clip_to_speech`)."""
+    segments: list[dict[str, Any]] = []
+    if script is not None and script.timed:
+        segments = timed_segments(script, origin, chunk.start_s, chunk.end_s)
+    else:
+        t = time.perf_counter()
+        progress(Stage.transcribe, 0.0)
+        own = chunk_windows(windows, chunk.start_s, chunk.end_s, origin)
+        segments = transcribe(
+            models.asr(), audio, language, options, settings, lambda p: progress(Stage.transcribe, p), own
+        )
+        timings["transcribe"] = time.perf_counter() - t
+        if script is not None:
+            segments = anchor_text(script.words(), segments, first=first, last=last)
+    if (options.align or script is not None) and segments:
+        t = time.perf_counter()
+        progress(Stage.align, 0.0)
+        segments = align(segments, audio, language, models, settings, lambda p: progress(Stage.align, p))
+        timings["align"] = time.perf_counter() - t
+    words = words_of_segments(segments, origin, chunk.end_s, word_separator(language))
+    if script is not None:
+        words = clip_to_speech(words, [(float(a), float(b)) for w in windows for a, b in w["segments"]])
+    return words

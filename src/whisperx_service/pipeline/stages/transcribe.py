@@ -60,7 +60,7 @@ def transcribe(
             audio,
             batch_size=settings.asr.batch_size,
             language=language,
-            task=options.task,
+            task=options.whisper_task,
             chunk_size=settings.asr.window_s,
             progress_callback=progress,
         )
