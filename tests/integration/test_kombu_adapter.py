@@ -17,7 +17,13 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from whisperx_service.broker.celery_app import TRANSCRIBE_TASK, enqueue, make_celery
+from whisperx_service.broker.celery_app import (
+    OUTBOUND_TASK,
+    TRANSCRIBE_TASK,
+    enqueue,
+    make_celery,
+    make_outbound_celery,
+)
 from whisperx_service.broker.kombu_redis import BrokerKeys, broker_job_ids, unacked_job_ids, waiting_job_ids
 from whisperx_service.config import RedisSettings, Settings
 
@@ -108,4 +114,25 @@ def test_prioritised_messages_wait_in_the_step_lists_the_adapter_reads(
     assert sum(lengths) == 1 and lengths[0] == 0, f"priority 9 lands in a step list, not the plain one: {lengths}"
     assert waiting_job_ids(redis_client, keys, queue) == [JOB_A]
     assert _in_broker(s, queue, time.time()) == {JOB_A}
+    app.close()
+
+
+def test_an_outbound_message_in_flight_is_not_a_job_of_the_worker_queue(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The `unacked` hash is shared by every queue: an outbound task delivered and not acknowledged
+    (a long fetch, acks_late) must not count as a GPU job in flight (the dispatcher's free slots)."""
+    app, s = _app(settings, "dep1")
+    out = make_outbound_celery(s)
+    out.send_task(OUTBOUND_TASK, args=["fetch:" + JOB_B], queue=s.outbound.queue)
+    enqueue(app, JOB_A, s.worker.queue)
+    with out.connection_for_read() as conn:
+        q = conn.SimpleQueue(s.outbound.queue, no_ack=False)
+        msg = q.get(timeout=10)
+        assert msg.headers["task"] == OUTBOUND_TASK
+        assert len(unacked_job_ids(redis_client, BrokerKeys.of(s))) == 1  # it is in the shared hash
+        assert _in_broker(s, s.worker.queue, time.time() - 60) == {JOB_A}
+        msg.ack()
+        q.close()
+    out.close()
     app.close()

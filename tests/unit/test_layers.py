@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "logs": {"config"},
     "transcripts": {"domain"},
-    "storage": {"domain"},
+    "storage": {"domain", "errors", "media"},
     "store": {"config", "domain"},
     "broker": {"config"},
     "access": {"config", "domain", "errors", "logs", "storage", "store"},

@@ -64,6 +64,8 @@ NUMERIC_FIELDS = {
     "chunk": int,
     "chunks": int,
     "final_chunk": int,
+    "bytes": int,  # the `fetch` stage: bytes of the source fetched so far
+    "total_bytes": int,  # and the size its server announced
 }
 
 

@@ -31,6 +31,7 @@ from whisperx_service.errors import (
     TranscriptTooLong,
     UnsupportedMedia,
 )
+from whisperx_service.storage.intake import UNSUPPORTED_MEDIA
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -98,8 +99,6 @@ ALLOWED_MEDIA_TYPES = frozenset(
     }
 )
 _MAX_FILENAME_CHARS = 255
-#: The message of every `unsupported_media` answer (the reason is logged, never sent).
-UNSUPPORTED_MEDIA = "the file is not audio or video in a supported format"
 
 
 def clean_filename(raw: str | None) -> str | None:

@@ -17,7 +17,6 @@ The file is written by `writer.SourceWriter`; the parser's callbacks are `multip
 from __future__ import annotations
 
 import errno
-import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,25 +30,22 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from whisperx_service import media
-from whisperx_service.api.multipart_form import JOB_FORM, UNSUPPORTED_MEDIA, FormReader, FormSpec
+from whisperx_service.api.multipart_form import JOB_FORM, FormReader, FormSpec
 from whisperx_service.api.writer import WRITE_BATCH_BYTES
 from whisperx_service.config import LimitsSettings
 from whisperx_service.errors import (
-    AudioTooLong,
     EmptyUpload,
     InsufficientStorage,
-    InternalError,
     InvalidRequest,
     MalformedMultipart,
     PayloadTooLarge,
     ServiceError,
-    UnsupportedMedia,
     UnsupportedMediaType,
     UploadTimeout,
 )
 from whisperx_service.logs import get_logger
 from whisperx_service.media import MediaInfo
+from whisperx_service.storage import intake
 from whisperx_service.storage.local import TMP_PREFIX, Storage
 
 log = get_logger(__name__)
@@ -116,7 +112,10 @@ def check_content_length(request: Request, limits: LimitsSettings, spec: FormSpe
 def _boundary(request: Request) -> bytes:
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data":
-        raise UnsupportedMediaType("the request body must be multipart/form-data with a `file` part")
+        raise UnsupportedMediaType(
+            "the request body must be multipart/form-data with a `file` part, "
+            "or JSON / a urlencoded form with `url` or `upload_id`"
+        )
     boundary = params.get(b"boundary")
     if not boundary:
         raise MalformedMultipart("multipart/form-data without a boundary")
@@ -126,43 +125,21 @@ def _boundary(request: Request) -> bytes:
 
 
 async def _check_free(storage: Storage, min_free: int, need: int = 0) -> None:
-    """Refuse when storage would keep less than `min_free` bytes free after `need` more bytes.
+    """`storage.intake.check_free` on the storage root, in a thread.
 
     Raises:
-        InsufficientStorage: it would.
+        InsufficientStorage: storage would keep less than `min_free` bytes free after `need` more.
     """
-    root = storage.root
-    while not root.exists() and root.parent != root:  # before the first job, the root may not exist yet
-        root = root.parent
-    st = await anyio.to_thread.run_sync(os.statvfs, root)
-    if st.f_bavail * st.f_frsize - need < min_free:
-        raise InsufficientStorage("not enough storage space for the upload; try again later")
+    await anyio.to_thread.run_sync(intake.check_free, storage.root, min_free, need)
 
 
 async def _probe(path: Path, limits: LimitsSettings) -> MediaInfo:
-    """ffprobe the stored upload (`media.probe`, in a thread): an allowed container, with audio,
-    at most MAX_DURATION_S long (a container that does not say is capped by the worker's decode).
+    """`storage.intake.check_source` of the stored upload under MAX_DURATION_S, in a thread.
 
     Raises:
-        UnsupportedMedia: ffprobe refused it, or it has no audio stream.
-        AudioTooLong: its duration is over MAX_DURATION_S.
-        InternalError: ffprobe is not installed on the gateway.
+        UnsupportedMedia, AudioTooLong, InternalError: see `check_source`.
     """
-    try:
-        info = await anyio.to_thread.run_sync(media.probe, path)
-    except media.ToolMissing:
-        log.error("ffprobe_missing")
-        raise InternalError("the gateway cannot check uploads") from None
-    except media.ProbeFailed as e:
-        log.info("upload_refused", reason=str(e))
-        raise UnsupportedMedia(UNSUPPORTED_MEDIA) from None
-    if not media.format_allowed(info.format_name) or info.audio_streams == 0:
-        log.info("upload_refused", format=info.format_name, audio_streams=info.audio_streams)
-        raise UnsupportedMedia(UNSUPPORTED_MEDIA)
-    if info.duration_s is not None and info.duration_s > limits.max_duration_s:
-        log.info("upload_refused", duration_s=info.duration_s)
-        raise AudioTooLong(f"the audio is longer than the limit of {limits.max_duration_s:.0f} s")
-    return info
+    return await anyio.to_thread.run_sync(intake.check_source, path, limits.max_duration_s)
 
 
 async def receive_upload(

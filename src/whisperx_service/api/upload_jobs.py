@@ -11,12 +11,10 @@ so asking again for a job of it answers the same job.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -29,7 +27,6 @@ from whisperx_service.api.auth import Principal
 from whisperx_service.api.multipart_form import (
     OPTION_FIELDS,
     SNIFF_BYTES,
-    UNSUPPORTED_MEDIA,
     clean_filename,
     media_type_allowed,
     parse_options,
@@ -43,7 +40,6 @@ from whisperx_service.errors import (
     AudioTooLong,
     InsufficientStorage,
     InvalidRequest,
-    PayloadTooLarge,
     TranscriptRequired,
     UnsupportedMedia,
     UploadExpired,
@@ -52,6 +48,7 @@ from whisperx_service.errors import (
 )
 from whisperx_service.logs import get_logger
 from whisperx_service.media import MediaInfo
+from whisperx_service.storage.intake import UNSUPPORTED_MEDIA
 from whisperx_service.storage.local import Storage, atomic_write_json
 from whisperx_service.storage.uploads import UploadInfo, UploadStore
 from whisperx_service.store.async_jobs import AsyncJobStore
@@ -60,55 +57,24 @@ log = get_logger(__name__)
 audit = get_logger("whisperx_service.audit")
 
 
-#: Body types of `POST /v1/jobs` that ask for a job of an upload (a file upload is multipart).
-UPLOAD_JOB_TYPES = ("application/json", "application/x-www-form-urlencoded")
-#: Largest body of such a request (bytes): an id and the job options.
-MAX_UPLOAD_JOB_BODY = 64 * 1024
 #: The field naming the upload.
 UPLOAD_ID_FIELD = "upload_id"
 
 
-def wants_upload_job(request: Request) -> bool:
-    """True when `POST /v1/jobs` carries JSON or a urlencoded form (an `upload_id`), not a file."""
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() in UPLOAD_JOB_TYPES
-
-
-async def read_upload_job(request: Request) -> tuple[str, JobOptions]:
-    """The `upload_id` and job options of a JSON or urlencoded `POST /v1/jobs` body.
+def upload_job_request(fields: dict[str, str]) -> tuple[str, JobOptions]:
+    """The `upload_id` and job options of a field body (`api/field_body.read_fields`).
 
     Raises:
-        PayloadTooLarge: the body is over MAX_UPLOAD_JOB_BODY bytes.
-        InvalidRequest: not a JSON object / a urlencoded form, no `upload_id`, an unknown or
-            repeated field, or a bad option value.
+        InvalidRequest: no `upload_id`, an unknown field, or a bad option value.
     """
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_UPLOAD_JOB_BODY:
-            raise PayloadTooLarge(f"the body is over {MAX_UPLOAD_JOB_BODY} bytes")
-    fields: dict[str, str] = {}
-    try:
-        if request.headers.get("content-type", "").lower().startswith("application/json"):
-            doc = json.loads(bytes(body) or b"null")
-            if not isinstance(doc, dict):
-                raise InvalidRequest("the body must be a JSON object with `upload_id`")
-            for k, v in doc.items():
-                if v is not None:
-                    fields[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
-        else:
-            for k, v in parse_qsl(bytes(body).decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)):
-                if k in fields:
-                    raise InvalidRequest(f"field {k[:64]!r} is given twice")
-                fields[k] = v
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body is not valid JSON / a urlencoded form") from None
-    upload_id = fields.pop(UPLOAD_ID_FIELD, "").strip()
+    rest = dict(fields)
+    upload_id = rest.pop(UPLOAD_ID_FIELD, "").strip()
     if not upload_id:
         raise InvalidRequest("`upload_id` is required (or send a file as multipart/form-data)")
-    unknown = sorted(set(fields) - OPTION_FIELDS)
+    unknown = sorted(set(rest) - OPTION_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown fields: {', '.join(u[:64] for u in unknown[:5])}")
-    return upload_id, parse_options(fields)
+    return upload_id, parse_options(rest)
 
 
 @dataclass(frozen=True, slots=True)

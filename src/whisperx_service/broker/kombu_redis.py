@@ -73,10 +73,14 @@ def task_id(message: Any) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _unacked_task_id(raw: Any) -> str | None:
-    """The task id of an `unacked` hash value (JSON `[message, exchange, routing key]`)."""
+def _unacked_task_id(raw: Any, queue: str | None = None) -> str | None:
+    """The task id of an `unacked` hash value (JSON `[message, exchange, routing key]`); with
+    `queue`, only of a message delivered from that queue (its routing key: Celery sends to a queue
+    through the default exchange, routing key = queue name). The hash is shared by every queue of
+    the deployment (the outbound worker's messages sit there too)."""
     try:
-        return task_id(json.loads(raw)[0])
+        message, _exchange, routing_key = json.loads(raw)
+        return task_id(message) if queue is None or routing_key == queue else None
     except (ValueError, IndexError, TypeError, KeyError):
         return None
 
@@ -86,8 +90,8 @@ def _text(x: bytes | str) -> str:
 
 
 async def broker_job_ids(r: aioredis.Redis, keys: BrokerKeys, queue: str, delivered_after_s: float) -> set[str]:
-    """Job ids whose task message the broker holds: waiting in `queue`, or delivered to a worker
-    at or after `delivered_after_s` (s since the epoch) and not acknowledged yet.
+    """Job ids whose task message the broker holds: waiting in `queue`, or delivered from `queue`
+    to a worker at or after `delivered_after_s` (s since the epoch) and not acknowledged yet.
 
     A message delivered earlier and still unacknowledged belongs to a worker that died (or hangs)
     before claiming its job.
@@ -104,7 +108,7 @@ async def broker_job_ids(r: aioredis.Redis, keys: BrokerKeys, queue: str, delive
     ids = {i for messages in lists for i in map(task_id, messages) if i}
     fresh_tags = {_text(t) for t in fresh}
     for tag, raw in unacked.items():
-        if _text(tag) in fresh_tags and (found := _unacked_task_id(raw)):
+        if _text(tag) in fresh_tags and (found := _unacked_task_id(raw, queue)):
             ids.add(found)
     return ids
 

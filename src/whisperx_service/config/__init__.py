@@ -28,7 +28,7 @@ from whisperx_service.config.base import (
     is_loopback_host,
     split_address,
 )
-from whisperx_service.config.outbound import OutboundSettings, WebhookSettings
+from whisperx_service.config.outbound import FetchSettings, OutboundSettings, WebhookSettings
 from whisperx_service.config.pipeline import (
     AlignSettings,
     AsrSettings,
@@ -58,6 +58,7 @@ __all__ = [
     "ChunkSettings",
     "Device",
     "DiarizeSettings",
+    "FetchSettings",
     "LimitsSettings",
     "ModelsSettings",
     "ObservabilitySettings",
@@ -99,6 +100,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = _default(ObservabilitySettings)
     outbound: OutboundSettings = _default(OutboundSettings)
     webhook: WebhookSettings = _default(WebhookSettings)
+    fetch: FetchSettings = _default(FetchSettings)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Self:

@@ -52,3 +52,27 @@ class WebhookSettings(BaseSettings):
         description="Signing secret (`whsec_...`) of the jobs without an API key (AUTH_ENABLED=false); "
         "empty = such jobs take no webhook_url",
     )
+
+
+class FetchSettings(BaseSettings):
+    """Fetching a job's source from its `url` (outbound worker): timeouts, redirects, tries.
+
+    The size, free-space, format and duration limits are the upload's (MAX_UPLOAD_BYTES,
+    STORAGE_MIN_FREE_BYTES, MAX_DURATION_S).
+    """
+
+    model_config = group("FETCH_")
+
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to connect to the source's server")
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds without a byte from the source's server before the fetch fails; below OUTBOUND_LEASE_S",
+    )
+    timeout_s: float = Field(
+        3600.0, gt=0, description="Seconds one fetch may take in all, however steadily the bytes arrive"
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed, each one's address checked again")
+    max_attempts: int = Field(
+        3, ge=1, description="Fetches of one job started before it fails (a fetching worker that died counts)"
+    )

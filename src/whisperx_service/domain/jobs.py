@@ -34,6 +34,7 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
 class Stage(StrEnum):
     """Pipeline stages, in order. Their weights map each stage's 0-100 into the job's 0-100."""
 
+    fetch = "fetch"  # the source is fetched from its `url` (outbound worker; the job is still queued)
     decode = "decode"  # ffmpeg to 16 kHz mono PCM
     vad = "vad"  # speech regions of the whole file (once per job), grouped into ASR windows; the job's language
     transcribe = "transcribe"  # faster-whisper over the chunk's ASR windows
@@ -46,6 +47,7 @@ class Stage(StrEnum):
 #: diarization is the slowest stage, transcription next; the VAD pass, about 7 s per 5 min of audio,
 #: about a twentieth of a job). Sums to 100.
 STAGE_WEIGHTS: dict[Stage, float] = {
+    Stage.fetch: 0.0,  # before the job is queued for a worker; its progress is in bytes, not percent
     Stage.decode: 5.0,
     Stage.vad: 5.0,
     Stage.transcribe: 35.0,
@@ -85,6 +87,8 @@ def job_percent(
     Returns:
         The job's percent in [0, 100], rounded to 0.1.
     """
+    if stage == Stage.fetch:
+        return 0.0
     p = min(max(stage_percent, 0.0), 100.0) / 100.0
     first, last = sum(STAGE_WEIGHTS[s] for s in LEADING_STAGES), STAGE_WEIGHTS[Stage.merge]
     if stage in LEADING_STAGES:
@@ -270,6 +274,9 @@ class JobRecord(BaseModel):
     )
     filename: str | None = Field(None, description="The client's file name, cleaned; metadata only")
     size_bytes: int | None = None
+    fetched_bytes: int | None = Field(
+        None, description="Bytes of the source fetched so far (a job submitted with `url`, in its `fetch` stage)"
+    )
     options: JobOptions = Field(default_factory=JobOptions)
     error: JobError | None = None
     cancel_requested: bool = Field(False, description="DELETE asked this running job to stop; it ends `cancelled`")
@@ -301,6 +308,7 @@ class JobRecord(BaseModel):
             "speakers": int(h["result_speakers"]) if opt("result_speakers") else None,
             "filename": opt("filename"),
             "size_bytes": int(h["size_bytes"]) if opt("size_bytes") else None,
+            "fetched_bytes": int(h["fetched_bytes"]) if opt("fetched_bytes") else None,
             "options": JobOptions.model_validate_json(h["options"]) if opt("options") else JobOptions(),
             "error": {"code": h["error_code"], "message": h.get("error_message", "")} if opt("error_code") else None,
             "cancel_requested": h.get("cancel_requested") == "1",

@@ -57,7 +57,13 @@ HTTP answers (`{"error": {"code": ..., "message": ...}}` with the status):
           │                                                      the gateway: 400; in the worker: the job's code)
           ├── TimeLimit                     time_limit           ran past WORKER_TASK_SOFT_TIME_LIMIT_S
           ├── WorkerLost                    worker_lost          its workers died WORKER_MAX_ATTEMPTS times
-          └── JobCrashed                    job_crashed          an unexpected error in the worker (see its log)
+          ├── JobCrashed                    job_crashed          an unexpected error in the worker (see its log)
+          ├── UrlUnreachable                url_unreachable      the source URL could not be fetched (`url` input)
+          │    └── UrlRefused               url_refused          the source URL leads to a private or reserved address
+          └── UrlTooLarge                   url_too_large        the file at the source URL is over MAX_UPLOAD_BYTES
+
+A job submitted with `url` that fails at its fetch ends `failed` with one of the `url_*` codes, or
+with `unsupported_media`, `audio_too_long` or `insufficient_storage` (the upload's checks).
 
 Routes never build HTTPException by hand: they raise one of these, and one exception handler
 (`api/errors.py`) turns it into the error body with `http_status`. The pipeline raises only
@@ -79,6 +85,9 @@ from whisperx_service.errors.jobs import (
     ModelLoadFailed,
     TimeLimit,
     TranslationNotSupported,
+    UrlRefused,
+    UrlTooLarge,
+    UrlUnreachable,
     WorkerLost,
 )
 from whisperx_service.errors.requests import (
@@ -182,6 +191,9 @@ __all__ = [
     "UploadNotFound",
     "UploadOffsetMismatch",
     "UploadTimeout",
+    "UrlRefused",
+    "UrlTooLarge",
+    "UrlUnreachable",
     "WorkerLost",
     "all_codes",
 ]

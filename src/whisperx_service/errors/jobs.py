@@ -82,3 +82,26 @@ class JobCrashed(JobFailure):
 
     code = "job_crashed"
     public_message = "an unexpected error in the worker (see the worker's log)"
+
+
+class UrlUnreachable(JobFailure):
+    """The job's source URL could not be fetched: no answer, a refused connection, a timeout, an
+    error status, too many redirects, or the fetch failed on every try (`url` on POST /v1/jobs)."""
+
+    code = "url_unreachable"
+    public_message = "the source URL could not be fetched (no answer, an error status, a timeout or a redirect loop)"
+
+
+class UrlRefused(UrlUnreachable):
+    """The source URL (or a redirect) leads to an address the service does not connect to:
+    loopback, private, link-local, multicast, reserved (OUTBOUND_ALLOW_PRIVATE is off)."""
+
+    code = "url_refused"
+    public_message = "the source URL leads to an address the service does not fetch from (private or reserved)"
+
+
+class UrlTooLarge(JobFailure):
+    """The file at the source URL is over MAX_UPLOAD_BYTES (announced, or counted while streaming)."""
+
+    code = "url_too_large"
+    public_message = "the file at the source URL is larger than the upload limit (MAX_UPLOAD_BYTES)"

@@ -17,7 +17,8 @@ Each sweep, every API_RECONCILE_INTERVAL_S:
    whose message the broker holds just leaves the zset; any other is held again at the head of
    its owner's pending list (PUT_BACK).
 4. Queued jobs older than the grace period (QUEUED_GRACE_SWEEPS sweeps) that are not held (on a
-   pending list or being dispatched: that is on purpose) and whose task message is nowhere in the
+   pending list or being dispatched: that is on purpose), not being fetched from their `url` (the
+   outbound schedule holds those until their source is stored) and whose task message is nowhere in the
    broker (not waiting in the queue's lists, not delivered to a worker within the grace period
    and unacknowledged) are enqueued again, at most once per grace period.
 5. Every RETENTION_SWEEP_INTERVAL_S: the retention sweep (`retention.py`).
@@ -163,7 +164,10 @@ async def sweep(
     stale = [
         job_id
         for job_id, h in (await jobs.unfinished(now_ms - grace_ms)).items()
-        if h.get("status") == "queued" and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms and job_id not in held
+        if h.get("status") == "queued"
+        and h.get("fetching") != "1"
+        and now_ms - int(h.get("requeued_ms") or 0) >= grace_ms
+        and job_id not in held
     ]
     if stale:
         in_broker = await broker_job_ids(jobs.r, BrokerKeys.of(settings), settings.worker.queue, now_s - grace)

@@ -1,6 +1,7 @@
 """The outbound worker's task and its scheduler.
 
-`deliver(item)` makes one attempt at one item of the outbound schedule (`webhook:<delivery id>`),
+`deliver(item)` makes one attempt at one item of the outbound schedule (`webhook:<delivery id>`:
+a webhook delivery, `deliver.py`; `fetch:<job id>`: a job's source from its URL, `fetch.py`),
 holding the item's lock meanwhile (one thread at a time per item). The scheduler, a thread of the
 worker's main process started when the worker is ready, takes what is due every OUTBOUND_POLL_S
 (`WebhookStore.take_due`: each item pushed OUTBOUND_LEASE_S ahead) and sends one task per item on
@@ -24,6 +25,8 @@ from whisperx_service.config import Settings
 from whisperx_service.logs import get_logger
 from whisperx_service.outbound import http
 from whisperx_service.outbound.deliver import attempt_delivery
+from whisperx_service.outbound.fetch import fetch_job
+from whisperx_service.store.fetches import FETCH_ITEM, FetchStore
 from whisperx_service.store.keys import Keys
 from whisperx_service.store.webhooks import WEBHOOK_ITEM, WebhookStore
 
@@ -43,16 +46,21 @@ def _store(settings: Settings) -> tuple[redis.Redis, WebhookStore]:
 
 @shared_task(name=OUTBOUND_TASK, bind=True, acks_late=True)
 def deliver(self: Task, item: str) -> str:
-    """One attempt at the schedule's `item`. Returns the delivery's state, or `skipped:<why>`."""
+    """One attempt at the schedule's `item`. Returns the delivery's state, the fetch's outcome
+    (`fetched`, `failed`), or `skipped:<why>`."""
     settings: Settings = self.app.wxs_settings
     r, store = _store(settings)
-    if not item.startswith(WEBHOOK_ITEM):
+    if not item.startswith((WEBHOOK_ITEM, FETCH_ITEM)):
         store.r.zrem(store.keys.outbound_due(), item)
         return "skipped:unknown"
     token = uuid.uuid4().hex
-    if not store.lock(item, int(settings.outbound.lease_s * 1000), token):
+    lease_ms = int(settings.outbound.lease_s * 1000)
+    if not store.lock(item, lease_ms, token):
         return "skipped:busy"
     try:
+        if item.startswith(FETCH_ITEM):
+            fetches = FetchStore(r, store.keys, events_maxlen=settings.redis.events_maxlen)
+            return fetch_job(r, fetches, settings, item.removeprefix(FETCH_ITEM), lease_ms)
         did = item.removeprefix(WEBHOOK_ITEM)
         timeout = httpx.Timeout(settings.webhook.timeout_s)
         pol = http.policy(allow_private=settings.outbound.allow_private, timeout=timeout, max_redirects=0)

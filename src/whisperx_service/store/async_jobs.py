@@ -83,12 +83,15 @@ class AsyncJobStore(JobQueries):
         size_bytes: int,
         owner: KeyOwner | None = None,
         duration_s: float | None = None,
+        fetch_url: str | None = None,
     ) -> JobRecord:
         """Record a new queued job (owned by `owner`), publish its `queued` event and hold it on its
         owner's pending list for the dispatcher (one step).
 
         Args:
             duration_s: the audio duration the gateway probed (s), when the container states one.
+            fetch_url: the source is still to be fetched from this URL: the job is put on the
+                outbound schedule (`fetch:<id>`) instead of being held (see `store/fetches.py`).
         Raises:
             ValueError: another job with this id exists.
             redis.RedisError: Redis does not answer (the job may exist: undo with `delete`).
@@ -103,6 +106,8 @@ class AsyncJobStore(JobQueries):
             owner=owner,
             duration_s=duration_s,
         )
+        if fetch_url is not None:
+            h |= {"fetching": "1", "source_url": fetch_url}
         ok = await self._create(
             keys=[
                 self.keys.job(job_id),
@@ -113,6 +118,7 @@ class AsyncJobStore(JobQueries):
                 self.keys.pending(owner_of(h)),
                 self.keys.dispatch_ring(),
                 self.keys.dispatch_served(),
+                self.keys.outbound_due(),
             ],
             args=[created_ms, self.maxlen, job_id, owner_of(h), *flat_args(h)],
         )
@@ -160,6 +166,7 @@ class AsyncJobStore(JobQueries):
         for d in deliveries:
             p.delete(self.keys.delivery(d), self.keys.delivery_attempts(d))
             p.zrem(self.keys.outbound_due(), f"webhook:{d}")
+        p.zrem(self.keys.outbound_due(), f"fetch:{job_id}")
         p.zrem(self.keys.jobs_index(), job_id)
         if owner:
             p.zrem(self.keys.owner_jobs(as_str(owner)), job_id)

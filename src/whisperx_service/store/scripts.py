@@ -21,11 +21,13 @@ end
 """
 
 # KEYS[1]=job hash, KEYS[2]=events stream, KEYS[3]=jobs index, KEYS[4]=metrics, KEYS[5]=owner's jobs index
-# KEYS[6]=owner's pending list KEYS[7]=dispatch ring KEYS[8]=dispatch served hash
+# KEYS[6]=owner's pending list KEYS[7]=dispatch ring KEYS[8]=dispatch served hash KEYS[9]=outbound schedule
 # ARGV[1]=created_ms ARGV[2]=maxlen ARGV[3]=id ARGV[4]=ring member of the owner (key id, `-` = none)
 # ARGV[5...]=field, value pairs
 # The job enters its owner's index when the hash names an owner (`owner_id`), and is held on its
 # owner's pending list in the same step, so no created job is ever outside the dispatcher's view.
+# A job whose source is still to be fetched (`fetching` = 1) is not held: it goes on the outbound
+# schedule as `fetch:<id>`, due now, and FETCHED holds it once its source is stored.
 CREATE = (
     _HOLD
     + """
@@ -38,7 +40,11 @@ local owner = redis.call('HGET', KEYS[1], 'owner_id')
 if owner and owner ~= '' then redis.call('ZADD', KEYS[5], ARGV[1], ARGV[3]) end
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'queued', 'status', 'queued')
-hold(KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[3])
+if redis.call('HGET', KEYS[1], 'fetching') == '1' then
+  redis.call('ZADD', KEYS[9], ARGV[1], 'fetch:' .. ARGV[3])
+else
+  hold(KEYS[6], KEYS[7], KEYS[8], ARGV[4], ARGV[3])
+end
 return 1
 """
 )

@@ -118,6 +118,13 @@ def file_size(f: IO[bytes]) -> int | None:
             return None
 
 
+def source_url(file: object) -> str | None:
+    """`file` when it is an http:// or https:// URL (a job the service fetches itself), else None."""
+    if isinstance(file, str) and file.strip().lower().startswith(("http://", "https://")):
+        return file.strip()
+    return None
+
+
 def upload_name(file: Any, filename: str | None) -> str:
     """The file name sent with the upload: `filename`, else the path's or file object's name."""
     if filename:

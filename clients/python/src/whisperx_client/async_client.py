@@ -38,6 +38,7 @@ from whisperx_client._core import (
     json_body,
     list_params,
     resume_headers,
+    source_url,
     stream_timeout,
     to_event,
     upload_name,
@@ -124,6 +125,10 @@ class AsyncClient:
             hotwords=hotwords,
         )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        url = source_url(file)
+        if url is not None:  # the service fetches the file itself
+            fetched = await self._request("POST", "/v1/jobs", json={"url": url, **fields}, headers=headers)
+            return Accepted.from_json(json_body(fetched))
         name = upload_name(file, filename)
         if isinstance(file, str | os.PathLike) and tus_threshold is not None:
             path = Path(file)

@@ -1,6 +1,6 @@
 """The `whisperx-client` command line.
 
-    whisperx-client transcribe FILE... [--format srt|vtt|txt|tsv|json] [-o DIR] [--speakers N]
+    whisperx-client transcribe FILE|URL... [--format srt|vtt|txt|tsv|json] [-o DIR] [--speakers N]
                                [--language xx] [--no-diarize] [--concurrency N] [--resume]
     whisperx-client jobs list [--status S] [--limit N] [--owner NAME]
     whisperx-client jobs status|cancel|result|wait JOB_ID ...
@@ -12,7 +12,8 @@ the worker's ETA from the job's event stream), plain lines when stdout is not a 
 writes one output per input, `<DIR>/<input stem>.<format>` (temp file, fsync, rename). Files over
 64 MiB go as resumable uploads (tus): a dropped connection is retried from the gateway's offset,
 and `--resume` continues the upload an interrupted earlier run left (same file, size and mtime);
-the bar (or a line) says where it resumed. Ctrl-C
+the bar (or a line) says where it resumed. An http(s) URL is not uploaded: the service fetches it
+(the stem is the URL's last path segment's, else `download`). Ctrl-C
 asks whether to cancel the unfinished jobs when stdin is a terminal, and cancels them otherwise.
 
 Exit codes: 0 every file or job succeeded; 1 some failed (a refused upload, a failed or
@@ -31,11 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
+from urllib.parse import unquote, urlsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from whisperx_client import __version__
+from whisperx_client._core import source_url
 from whisperx_client.async_client import AsyncClient
 from whisperx_client.client import Client
 from whisperx_client.errors import (
@@ -96,6 +99,7 @@ class Run:
 
     name: str
     path: Path | None = None
+    source: str | None = None  # an http(s) URL the service fetches (then no `path`)
     output: Path | None = None
     job_id: str | None = None
     status: str = "pending"
@@ -107,7 +111,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         """The `--json` record of this run."""
         return {
-            "file": str(self.path) if self.path else None,
+            "file": str(self.path) if self.path else self.source,
             "job_id": self.job_id,
             "status": self.status,
             "output": str(self.output) if self.output and self.status == "succeeded" else None,
@@ -296,9 +300,10 @@ async def _transcribe_one(
     async with gate:
         display.add(run)
         try:
-            assert run.path is not None and run.output is not None
+            source = run.source or run.path
+            assert source is not None and run.output is not None
             accepted = await client.submit(
-                run.path,
+                source,
                 language=args.language,
                 diarize=False if args.no_diarize else None,
                 num_speakers=args.speakers,
@@ -368,14 +373,18 @@ def cmd_transcribe(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     runs: list[Run] = []
     seen: dict[Path, Path] = {}
     for name in args.files:
-        path = Path(name)
-        if not path.is_file():
+        url = source_url(name)
+        path = Path(unquote(urlsplit(url).path).rsplit("/", 1)[-1] or "download") if url else Path(name)
+        if url is None and not path.is_file():
             parser.error(f"{name}: no such file")
-        output = out_dir / f"{path.stem}.{args.format}"
+        output = out_dir / f"{path.stem or 'download'}.{args.format}"
         if output in seen:
             parser.error(f"{name} and {seen[output]} would both write {output}")
         seen[output] = path
-        runs.append(Run(name=path.name, path=path, output=output))
+        if url is not None:
+            runs.append(Run(name=path.name, source=url, output=output))
+        else:
+            runs.append(Run(name=path.name, path=path, output=output))
     display = _make_display(args.json)
     try:
         asyncio.run(_transcribe_all(runs, args, display))
@@ -513,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("transcribe", help="transcribe files and write one output per input")
     common(tr, argparse.SUPPRESS)
-    tr.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    tr.add_argument(
+        "files", nargs="+", metavar="FILE", help="audio or video files, or http(s) URLs the service fetches"
+    )
     tr.add_argument("--format", choices=FORMATS, default="srt", help="output format (default srt)")
     tr.add_argument("-o", "--output-dir", default=".", help="folder for the outputs (default: .)")
     tr.add_argument("--speakers", type=_positive, help="exact number of speakers")

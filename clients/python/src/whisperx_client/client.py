@@ -41,6 +41,7 @@ from whisperx_client._core import (
     json_body,
     list_params,
     resume_headers,
+    source_url,
     stream_timeout,
     to_event,
     upload_name,
@@ -137,7 +138,10 @@ class Client:
         """Upload audio or video as a job (`POST /v1/jobs`); streams the file from disk.
 
         Args:
-            file: a path, or a file object opened in binary mode (read from its start).
+            file: a path, a file object opened in binary mode (read from its start), or an
+                http(s) URL as a `str`: the service fetches that file itself (nothing is uploaded;
+                `filename` and `on_progress` are not used; a failed fetch ends the job `failed`
+                with `url_unreachable`, `url_refused`, `url_too_large`, `unsupported_media`, ...).
             filename: the name sent with the file (default: the path's or file object's name).
             language: ISO 639-1 code, or None / `auto` to detect it.
             align, diarize: word timestamps and speaker labels (the service's default: both on).
@@ -174,6 +178,10 @@ class Client:
             hotwords=hotwords,
         )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        url = source_url(file)
+        if url is not None:  # the service fetches the file itself
+            fetched = self._request("POST", "/v1/jobs", json={"url": url, **fields}, headers=headers)
+            return Accepted.from_json(json_body(fetched))
         name = upload_name(file, filename)
         if isinstance(file, str | os.PathLike) and tus_threshold is not None:
             path = Path(file)

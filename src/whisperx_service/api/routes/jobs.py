@@ -24,19 +24,22 @@ from pydantic import BaseModel, Field
 
 from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import IdempotencyDep, JobIdDep, JobsDep, KeysDep, SettingsDep, StorageDep
+from whisperx_service.api.field_body import is_field_body, read_fields
 from whisperx_service.api.idempotency import Idempotent
 from whisperx_service.api.multipart_form import FILE_FIELD, JOB_FORM, OPTION_FIELDS, TRANSCRIPT_FIELD
 from whisperx_service.api.routes.uploads import UploadsDep
 from whisperx_service.api.submit import announce_end, create_job
 from whisperx_service.api.upload import digest_upload
-from whisperx_service.api.upload_jobs import job_from_upload, read_upload_job, wants_upload_job
+from whisperx_service.api.upload_jobs import UPLOAD_ID_FIELD, job_from_upload, upload_job_request
+from whisperx_service.api.url_jobs import URL_FIELD, create_url_job, fingerprint, url_job_request
 from whisperx_service.config import Settings
 from whisperx_service.domain.jobs import JobOptions, JobRecord, JobStatus
-from whisperx_service.errors import AdminOnly, InvalidCursor, JobFinished, JobNotFound, JobRunning
+from whisperx_service.errors import AdminOnly, InvalidCursor, InvalidRequest, JobFinished, JobNotFound, JobRunning
 from whisperx_service.logs import get_logger
 from whisperx_service.maintenance.restore import restore_job
 from whisperx_service.storage.local import Storage
 from whisperx_service.store.async_jobs import AsyncJobStore
+from whisperx_service.store.idempotency import Completed
 from whisperx_service.store.records import final_record
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -64,16 +67,25 @@ def _upload_schema() -> dict[str, Any]:
         "type": "string",
         "description": "task=align: the words to place, as plain text or a job's JSON result (timed segments)",
     }
-    from_upload = {k: v for k, v in props.items() if k not in (FILE_FIELD, TRANSCRIPT_FIELD)}
-    from_upload["upload_id"] = {"type": "string", "description": "A finished upload of /v1/uploads (tus)"}
-    upload_schema = {"type": "object", "required": ["upload_id"], "properties": from_upload}
+    from_elsewhere = {k: v for k, v in props.items() if k not in (FILE_FIELD, TRANSCRIPT_FIELD)}
+    from_elsewhere[UPLOAD_ID_FIELD] = {"type": "string", "description": "A finished upload of /v1/uploads (tus)"}
+    from_elsewhere[URL_FIELD] = {
+        "type": "string",
+        "format": "uri",
+        "description": "http(s) URL the service fetches the file from (instead of `upload_id`)",
+    }
+    fields_schema = {
+        "type": "object",
+        "properties": from_elsewhere,
+        "oneOf": [{"required": [UPLOAD_ID_FIELD]}, {"required": [URL_FIELD]}],
+    }
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "multipart/form-data": {"schema": {"type": "object", "required": [FILE_FIELD], "properties": props}},
-                "application/json": {"schema": upload_schema},
-                "application/x-www-form-urlencoded": {"schema": upload_schema},
+                "application/json": {"schema": fields_schema},
+                "application/x-www-form-urlencoded": {"schema": fields_schema},
             },
         }
     }
@@ -120,9 +132,11 @@ async def submit_job(
     optional job option fields (see `JobOptions`) and, for `task=align`, `transcript` (plain
     text or a job's JSON result, at most MAX_TRANSCRIPT_BYTES). With an `Idempotency-Key` header, a repeat
     within IDEMPOTENCY_TTL_S gets the first answer again (see `api/idempotency.py`). Or it is
-    JSON or a urlencoded form with `upload_id` (a finished resumable upload, `/v1/uploads`) and
-    the options: its file is moved into the job (`api/upload_jobs.py`); asking again for the
-    same upload answers the same job.
+    JSON or a urlencoded form (`api/field_body.py`) with the options and either `upload_id` (a
+    finished resumable upload, `/v1/uploads`): its file is moved into the job
+    (`api/upload_jobs.py`); asking again for the same upload answers the same job; or `url`: the
+    outbound worker fetches the file (`api/url_jobs.py`); the job shows a `fetch` stage while it
+    is fetched, and ends `failed` with a `url_*` code (or the upload's codes) when the fetch fails.
 
     Raises:
         PayloadTooLarge, AudioTooLong, MalformedMultipart, UploadTimeout, UnsupportedMediaType,
@@ -136,21 +150,31 @@ async def submit_job(
         IdempotencyConflict: the Idempotency-Key was used with other content.
         IdempotencyInProgress: the first request with the key still uploads.
     """
-    if wants_upload_job(request):
-        upload_id, options = await read_upload_job(request)
-        made = await job_from_upload(request, principal, settings, jobs, storage, uploads, upload_id, options)
-        accepted = accepted_answer(settings, made.record.id, made.record.status)
+    if is_field_body(request):
+        fields = await read_fields(request)
+        if UPLOAD_ID_FIELD in fields and URL_FIELD in fields:
+            raise InvalidRequest("give `upload_id` or `url`, not both")
+        if UPLOAD_ID_FIELD in fields:
+            upload_id, options = upload_job_request(fields)
+            made = await job_from_upload(request, principal, settings, jobs, storage, uploads, upload_id, options)
+            accepted = accepted_answer(settings, made.record.id, made.record.status)
+            response.headers["Location"] = accepted.status_url
+            return accepted
+        url, options = url_job_request(fields)
+        idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
+        if idem is not None and idem.replay is not None:
+            return _replayed(idem.check_replay(fingerprint(fields)))
+        async with idem.held() if idem is not None else contextlib.nullcontext():
+            record = await create_url_job(request, principal, settings, jobs, storage, url, options)
+            accepted = accepted_answer(settings, record.id, record.status)
+            if idem is not None:
+                await idem.complete(record.id, fingerprint(fields), 202, accepted.model_dump(mode="json"))
         response.headers["Location"] = accepted.status_url
         return accepted
     idem = await Idempotent.start(request, principal, idempotency, "jobs", settings.limits.idempotency_ttl_s)
     if idem is not None and idem.replay is not None:
-        fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
-        first = idem.check_replay(fingerprint)
-        return JSONResponse(
-            first.body,
-            status_code=first.status,
-            headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
-        )
+        upload_fingerprint, _ = await digest_upload(request, settings.limits, JOB_FORM)
+        return _replayed(idem.check_replay(upload_fingerprint))
     async with idem.held() if idem is not None else contextlib.nullcontext():
         created = await create_job(
             request, principal, settings, jobs, storage, JOB_FORM,
@@ -162,6 +186,15 @@ async def submit_job(
             await idem.complete(job_id, created.upload.fingerprint, 202, accepted.model_dump(mode="json"))
     response.headers["Location"] = accepted.status_url
     return accepted
+
+
+def _replayed(first: Completed) -> JSONResponse:
+    """The answer to a repeat of an idempotent submission: the first request's, marked replayed."""
+    return JSONResponse(
+        first.body,
+        status_code=first.status,
+        headers={"Location": first.body.get("status_url", ""), "Idempotent-Replayed": "true"},
+    )
 
 
 def accepted_answer(settings: Settings, job_id: str, status: JobStatus) -> JobAccepted:
