@@ -350,7 +350,7 @@ def test_a_long_files_stream_sends_text_before_its_job_ends(
     assert status_at_first_delta == "running", "the first delta came only when the job ended"
     assert len(deltas) >= 2
     assert "".join(deltas) == done.text
-    assert wer(" ".join([_script(TURNS)] * 2), done.text) <= MAX_WER, done.text
+    assert wer(" ".join([_script(conversation[1])] * 2), done.text) <= MAX_WER, done.text
     (job,) = [j for j in _jobs(svc) if j["id"] not in before]
     with svc.client() as c, c.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
         finals = [
