@@ -148,7 +148,9 @@ export function uploadResumable(tus, file, fields, onProgress) {
         if (match) upload.resumeFromPreviousUpload(match);
         upload.start();
       })
-      .catch(() => upload.start());
+      .catch(() => {
+        if (!aborted) upload.start(); // no URL storage to read: a new upload
+      });
   });
   return {
     promise,
