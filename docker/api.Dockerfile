@@ -46,6 +46,10 @@ RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \
     UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=python3 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 /opt/uv/bin/uv sync --locked --no-install-project
 # README.md is the package's long description: copied here, so editing it rebuilds only this step.
+# src/ carries the web page's tus-js-client bundle (static/vendor/, git-ignored) when
+# scripts/install.sh (`make install`, which `make test-docker` runs first) fetched it with npm on
+# the host: the image has no Node.js and its build fetches nothing from npm. Built without it,
+# the page uploads large files in one request instead (docs/WEB.md).
 COPY README.md ./
 COPY src ./src
 RUN --mount=type=bind,from=uv,source=/opt/uv,target=/opt/uv \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything whisperx-service needs on a fresh Debian/Ubuntu machine, idempotently:
 # system packages (ffmpeg, libmagic, redis; espeak-ng, sox, tmux, chromium and venv support for tests), uv,
-# the project's venv (.venv from uv.lock: gateway + worker + dev extras), and the offline model
-# bundle (./models).
+# the project's venv (.venv from uv.lock: gateway + worker + dev extras), the web page's
+# tus-js-client from the npm registry (web/package-lock.json), and the offline model bundle (./models).
 # Re-running it only does what is missing. Environment:
 #   VENV (default .venv)  MODELS_DIR (default ./models)  WXS_SKIP_APT=1 to skip system packages.
 set -euo pipefail
@@ -55,6 +55,30 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ uv.lock -nt "$stamp
   touch "$stamp"
 fi
 
-# 4) Offline model bundle (diarization pipeline dir, NLTK punkt_tab stand-in, tiny test wav2vec2).
+# 4) The web page's resumable uploads: tus-js-client, exactly as web/package-lock.json says, from the
+#    npm registry (never committed: code from elsewhere). Its browser bundle (UMD, no eval) and
+#    LICENSE go to the page's git-ignored vendor/ folder, served by the gateway and packed into the
+#    wheel and the api image. Without npm the page still works: large files then go in one request.
+VENDOR=src/whisperx_service/web/static/vendor
+if command -v npm >/dev/null; then
+  if [ ! -f "$VENDOR/tus.min.js" ] || [ web/package-lock.json -nt "$VENDOR/tus.min.js" ]; then
+    say "installing tus-js-client for the web page (npm ci in web/)"
+    (cd web && npm ci --ignore-scripts --no-audit --no-fund --silent)
+    mkdir -p "$VENDOR"
+    cp web/node_modules/tus-js-client/dist/tus.min.js "$VENDOR/tus.min.js.tmp"
+    cp web/node_modules/tus-js-client/LICENSE "$VENDOR/tus-js-client.LICENSE"
+    # The bundle includes some of its dependencies: every installed package's licence, in one file.
+    for d in web/node_modules/*/; do
+      node -e 'const p=require(process.argv[1]);console.log(`==== ${p.name} ${p.version} (${p.license || "licence not named in package.json"})`)' "$PWD/$d/package.json"
+      for f in "$d"LICEN[CS]E* "$d"[Ll]icen[cs]e*; do [ -f "$f" ] && cat "$f" && break; done
+      echo
+    done > "$VENDOR/THIRD-PARTY-LICENSES.txt"
+    mv "$VENDOR/tus.min.js.tmp" "$VENDOR/tus.min.js"
+  fi
+else
+  say "npm not found: the web page will upload large files without resume (install Node.js and npm, re-run)"
+fi
+
+# 5) Offline model bundle (diarization pipeline dir, NLTK punkt_tab stand-in, tiny test wav2vec2).
 "$VENV/bin/whisperx-service" models prepare --models-dir "$MODELS_DIR"
 say "done"

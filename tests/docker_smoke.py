@@ -5,7 +5,9 @@ and runs `python -m tests.docker_smoke ...`. This module then, against those rea
 waits for the gateway's admin key and `/readyz`; submits a synthetic two-voice espeak-ng
 conversation (tests/speech.py, its first four turns) with that key, reads its event stream live, and downloads the
 transcript (JSON and SRT); checks the text's WER against the script (the e2e tests' bound);
-checks that each container's main process and a command run in it are not root, and that both
+checks that the gateway serves the web page and, when scripts/install.sh put tus-js-client's
+bundle in the build context, that same file (else the page's fallback: a 404 for it); checks
+that each container's main process and a command run in it are not root, and that both
 Docker health checks report `healthy`. Then it records the images' sizes, the build times and the
 job's numbers in a JSON file (`bench/results-docker.json`), under `cold` or `warm`.
 
@@ -131,6 +133,22 @@ def run_job(url: str, key: str, work: Path) -> dict[str, Any]:
     }
 
 
+#: tus-js-client's bundle as scripts/install.sh leaves it in the build context (git-ignored).
+TUS_BUNDLE = Path(__file__).resolve().parents[1] / "src/whisperx_service/web/static/vendor/tus.min.js"
+
+
+def check_page(url: str) -> bool:
+    """The gateway image serves the page, and tus-js-client's bundle exactly when the build context
+    had it (the image copies it from there: no npm in the image build). Returns whether it does."""
+    assert httpx.get(f"{url}/", timeout=10).status_code == 200, "the web page"
+    r = httpx.get(f"{url}/static/vendor/tus.min.js", timeout=10)
+    if TUS_BUNDLE.is_file():
+        assert r.status_code == 200 and r.content == TUS_BUNDLE.read_bytes(), "the image lacks tus-js-client"
+        return True
+    assert r.status_code == 404, r.status_code
+    return False
+
+
 def _pairs(text: str) -> dict[str, str]:
     """`"a=1 b=2"` -> {"a": "1", "b": "2"}."""
     return dict(item.split("=", 1) for item in text.split())
@@ -161,6 +179,7 @@ def main() -> None:
     ready_s = round(time.monotonic() - t0, 1)
     job = run_job(a.url, key, a.work)
     print(f"[docker smoke] job: {job}")
+    print(f"[docker smoke] web page served, tus-js-client bundle: {check_page(a.url)}")
     uids = {name: check_not_root(a.docker, name) for name in (a.api, a.worker)}
     healthy_s = {name: wait_healthy(a.docker, name, 300) for name in (a.api, a.worker)}
     sizes = {k: int(v) for k, v in _pairs(a.sizes).items()}

@@ -2,12 +2,14 @@
 (keys required) and a real Celery worker, on real speech.
 
 Four real jobs in all: pyannote's two-speaker sample call, uploaded by drag and drop at desktop
-width, serves the transcript tests (WER against its STM script, two speakers, click-to-seek,
-the highlighted word following playback, renamed speakers in the SRT download) and is deleted
-last; the same call looped four times is cancelled while it runs (and once during its upload,
-which never makes a job); a file ffmpeg cannot decode waits behind it (its queue position shown),
-then fails and shows its code; a one-sentence clip is submitted with the keyboard alone at 375 px,
-in the dark scheme.
+width as a resumable (tus) upload (the page's threshold lowered) that loses its connection once
+and is resumed after a page reload, serves the transcript tests (WER against its STM script, two
+speakers, click-to-seek, the highlighted word following playback, renamed speakers in the SRT
+download) and is deleted last; the same call looped four times is cancelled while it runs (and
+during its upload twice, which never makes a job: once sent in one request because the tus
+bundle is missing, once as a resumable upload, deleted on the gateway); a file ffmpeg cannot
+decode waits behind it (its queue position shown), then fails and shows its code; a one-sentence
+clip is submitted with the keyboard alone at 375 px, in the dark scheme.
 Times are checked against the job's own JSON result (the API's words), never against durations.
 
 Screenshots of each state go to `$TEST_ARTIFACTS_DIR` (default `data/test-artifacts/web/`).
@@ -17,6 +19,8 @@ Set `E2E_REDIS_URL` to run the service on another Redis database than the e2e de
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +53,14 @@ JOB_TIMEOUT_MS = 300_000
 CHROMIUM = shutil.which("chromium")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR") or REPO / "data" / "test-artifacts" / "web")
 SHORT_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+#: The page's tus threshold and PATCH size in these tests (bytes; localStorage overrides of
+#: resumable.js's 64 MiB): the 0.9 MB sample call goes as a resumable upload in 8 PATCHes.
+TUS_THRESHOLD = 64 * 1024
+TUS_CHUNK = 128 * 1024
+#: The sample upload's PATCH that the test drops (its connection reset; tus-js-client retries it)
+#: and the one it holds unanswered while it reloads the page (1-based counts of PATCH requests).
+DROPPED_PATCH = 2
+HELD_PATCH = 5
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make install)")
 
@@ -128,19 +140,45 @@ def record_progress(page: Any) -> None:
 
 
 def drop_file(page: Any, path: Path, mime: str = "audio/wav") -> None:
-    """Drop `path` on the drop zone as a browser does (a `drop` event carrying a File)."""
+    """Drop `path` on the drop zone as a browser does (a `drop` event carrying a File with the
+    file's modification time, as a dragged file has: tus-js-client's fingerprint includes it)."""
     data = base64.b64encode(path.read_bytes()).decode()
     page.evaluate(
-        """([name, mime, b64]) => {
+        """([name, mime, b64, mtime]) => {
             const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
             const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, {type: mime}));
+            dt.items.add(new File([bytes], name, {type: mime, lastModified: mtime}));
             const dz = document.querySelector('#dropzone');
             dz.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
             dz.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
         }""",
-        [path.name, mime, data],
+        [path.name, mime, data, int(path.stat().st_mtime * 1000)],
     )
+
+
+def set_tus_sizes(page: Any) -> None:
+    """Lower the page's tus threshold and PATCH size to TUS_THRESHOLD and TUS_CHUNK (its
+    localStorage settings, kept by the page's origin across reloads)."""
+    page.evaluate(
+        "([t, c]) => { localStorage.setItem('wxs.tusThresholdBytes', t);"
+        "              localStorage.setItem('wxs.tusChunkBytes', c); }",
+        [str(TUS_THRESHOLD), str(TUS_CHUNK)],
+    )
+
+
+def upload_dirs(web: Web) -> set[str]:
+    """The ids of the resumable uploads in the service's storage."""
+    root = web.svc.storage / "uploads"
+    return {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+
+
+def wait_until(check: Any, page: Any, timeout_s: float = 30.0) -> None:
+    """Poll `check()` every 50 ms of the page's time (its routes keep being served) until true."""
+    for _ in range(int(timeout_s / 0.05)):
+        if check():
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"not true within {timeout_s} s: {check}")
 
 
 def gone(page: Any, job_id: str) -> None:
@@ -183,12 +221,26 @@ def looped(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class SampleRun:
-    """The sample call uploaded through the page, with what the page showed on the way."""
+    """The sample call uploaded through the page, with what the page showed on the way.
+
+    patches: `Upload-Offset` of each PATCH the page sent (bytes), in order, the dropped and the
+    held one included. resumed: the page's upload text after the reload, once it went on.
+    """
 
     page: Any
     job: dict[str, Any]
     result: dict[str, Any]
     seen: list[dict[str, Any]]
+    patches: list[int]
+    resumed: str
+
+
+def choose_sample(page: Any) -> None:
+    """Drop the sample call on the page and ask for exactly two speakers."""
+    drop_file(page, SAMPLE_WAV)
+    item = page.locator("#pending li").first
+    item.locator("[name=speaker-mode]").select_option("exact")
+    item.locator("[name=num_speakers]").fill("2")
 
 
 @pytest.fixture(scope="module")
@@ -196,14 +248,41 @@ def sample(web: Web) -> SampleRun:
     page = web.page()
     sign_in(page, web.key)
     shot(page, "02-signed-in")
-    drop_file(page, SAMPLE_WAV)
-    item = page.locator("#pending li").first
-    item.locator("[name=speaker-mode]").select_option("exact")
-    item.locator("[name=num_speakers]").fill("2")
+    set_tus_sizes(page)
+    # The network between page and gateway: one PATCH's connection is reset (tus-js-client asks
+    # HEAD and sends it again), a later one never answered, and the page reloaded while it waits.
+    patches: list[int] = []
+    held: list[Any] = []
+
+    def network(route: Any) -> None:
+        if route.request.method != "PATCH":
+            route.continue_()
+            return
+        patches.append(int(route.request.headers["upload-offset"]))
+        if len(patches) == DROPPED_PATCH:
+            route.abort("connectionreset")
+        elif len(patches) == HELD_PATCH:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/v1/uploads/*", network)
+    choose_sample(page)
     shot(page, "03-file-chosen")
+    page.click("#upload-button")
+    assert page.get_attribute("#pending li[data-via]", "data-via") == "tus"  # not the one-request form
+    wait_until(lambda: bool(held), page)
+    shot(page, "03b-resumable-upload")
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")  # the key is still in this tab's sessionStorage
+    # The same file and options again: the page finds the upload in localStorage and goes on.
+    choose_sample(page)
     record_progress(page)
     page.click("#upload-button")
+    page.wait_for_function("() => /resumed at/.test(document.querySelector('#pending .up-text')?.textContent || '')")
+    resumed = page.inner_text("#pending .up-text")
     page.wait_for_selector("#job-list li.job[data-status=running]", timeout=JOB_TIMEOUT_MS)
+    page.unroute("**/v1/uploads/*")
     shot(page, "04-running")
     assert wait_status(page, SAMPLE_WAV.name, "succeeded failed cancelled") == "succeeded"
     shot(page, "05-succeeded")
@@ -213,7 +292,7 @@ def sample(web: Web) -> SampleRun:
     row(page, SAMPLE_WAV.name).get_by_role("button", name=f"Open {SAMPLE_WAV.name}").click()
     page.wait_for_selector("#segments .w")
     page.wait_for_function("() => document.querySelector('#audio').readyState >= 1")
-    return SampleRun(page, job, result, page.evaluate("window.seen"))
+    return SampleRun(page, job, result, page.evaluate("window.seen"), patches, resumed)
 
 
 def test_a_wrong_key_shows_a_clear_message(web: Web) -> None:
@@ -239,6 +318,25 @@ def test_progress_reaches_100_with_stages(sample: SampleRun) -> None:
     meta = row(sample.page, SAMPLE_WAV.name).locator(".job-meta").inner_text()
     assert sample.job["language"] == "en" and sample.job["speakers"] == 2
     assert "30 s" in meta and "en" in meta and "2 speakers" in meta
+
+
+def test_a_resumable_upload_survives_a_dropped_connection_and_a_reload(web: Web, sample: SampleRun) -> None:
+    c = list(range(0, SAMPLE_WAV.stat().st_size, TUS_CHUNK))  # each part's offset
+    assert len(c) == 8 and (DROPPED_PATCH, HELD_PATCH) == (2, 5)  # what the offsets below assume
+    # The reset 2nd PATCH was sent again at its offset; the held 5th (the 4th part) never reached
+    # the gateway, so after the reload the page went on there (the offset HEAD told it), not from
+    # zero; after that every part once.
+    assert sample.patches == c[:2] + c[1:4] + c[3:], sample.patches
+    assert f"resumed at {c[3] // 1024} KB" in sample.resumed, sample.resumed
+    # One upload in storage, made the job; the job's file is the call, byte for byte.
+    uploads = [json.loads(p.read_text()) for p in (web.svc.storage / "uploads").glob("*/info.json")]
+    assert [u["job_id"] for u in uploads] == [sample.job["id"]], uploads
+    assert uploads[0]["metadata"]["num_speakers"] == "2"
+    source = web.svc.storage / "jobs" / sample.job["id"] / "source"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == hashlib.sha256(SAMPLE_WAV.read_bytes()).hexdigest()
+    assert sample.job["filename"] == SAMPLE_WAV.name and sample.job["options"]["num_speakers"] == 2
+    # The page keeps no upload URL once the upload is done.
+    assert sample.page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
 
 
 def test_transcript_matches_the_script_with_two_speakers(sample: SampleRun) -> None:
@@ -318,15 +416,38 @@ def test_cancel_an_upload_and_a_running_job_queue_and_failure(web: Web, looped: 
         "Network.emulateNetworkConditions",
         {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 256 * 1024},
     )
+    # Over the (lowered) tus threshold, but the tus-js-client bundle is missing (an install
+    # without npm): the page says so and sends the file in one request, which can be cancelled.
+    set_tus_sizes(page)
+    page.route("**/static/vendor/tus.min.js", lambda route: route.fulfill(status=404))
     page.set_input_files("#files", str(looped))
     page.click("#upload-button")
     page.wait_for_function("() => / of .*\\/s/.test(document.querySelector('#pending .up-text')?.textContent || '')")
     progress = page.inner_text("#pending .up-text")
     assert "MB" in progress and "/s" in progress, progress
+    assert page.get_attribute("#pending li", "data-via") == "form"
+    assert "not available" in page.inner_text("#pending .up-note")
     shot(page, "09-uploading")
     page.get_by_role("button", name="Cancel upload").click()
     page.wait_for_function("() => document.querySelectorAll('#pending li').length === 0")
     assert len(web.api("/v1/jobs").json()["jobs"]) == before
+    # With the bundle back, the same file goes as a resumable upload; cancelling it deletes the
+    # upload on the gateway (tus termination) and the page forgets its URL.
+    page.unroute("**/static/vendor/tus.min.js")
+    uploads_before = upload_dirs(web)
+    page.set_input_files("#files", str(looped))
+    page.click("#upload-button")
+    page.wait_for_function("() => / of .*\\/s/.test(document.querySelector('#pending .up-text')?.textContent || '')")
+    assert page.get_attribute("#pending li", "data-via") == "tus"
+    assert page.inner_text("#pending .up-note") == ""
+    wait_until(lambda: len(upload_dirs(web)) == len(uploads_before) + 1, page)
+    shot(page, "09b-uploading-resumable")
+    page.get_by_role("button", name="Cancel upload").click()
+    page.wait_for_function("() => document.querySelectorAll('#pending li').length === 0")
+    wait_until(lambda: upload_dirs(web) == uploads_before, page)
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
+    assert len(web.api("/v1/jobs").json()["jobs"]) == before
+    page.evaluate("() => localStorage.clear()")  # the tus threshold back at 64 MiB: one request again
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": -1})  # fmt: skip
     # Now the whole file. Once a worker (the only one, one slot) runs it, a second job waits in

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from tests.conftest import REPO
 from tests.integration.api.conftest import Gateway, serve
 from whisperx_service.api.routes.web import STATIC_DIR
 from whisperx_service.config import AuthSettings, Settings
@@ -59,3 +60,22 @@ def test_a_missing_static_file_is_the_usual_404(gw: Gateway) -> None:
         r = gw.client.get(path)
         assert r.status_code == 404, path
         assert r.json()["error"]["code"] == "not_found"
+
+
+def test_the_tus_bundle_is_where_install_sh_puts_it(gw: Gateway) -> None:
+    """resumable.js loads tus-js-client from the path scripts/install.sh copies it to; where the
+    install ran (npm found), the gateway serves it as a script, with its licence next to it."""
+    url = re.search(r'const BUNDLE = "([^"]+)"', (STATIC_DIR / "resumable.js").read_text(encoding="utf-8"))
+    assert url and url[1] == "/static/vendor/tus.min.js"
+    install = (REPO / "scripts" / "install.sh").read_text(encoding="utf-8")
+    assert "VENDOR=src/whisperx_service/web/static/vendor" in install
+    assert 'mv "$VENDOR/tus.min.js.tmp" "$VENDOR/tus.min.js"' in install
+    bundle = STATIC_DIR / "vendor" / "tus.min.js"
+    if not bundle.is_file():
+        pytest.skip("tus-js-client is not installed (scripts/install.sh without npm)")
+    r = gw.client.get(url[1])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert r.content == bundle.read_bytes()
+    assert (STATIC_DIR / "vendor" / "tus-js-client.LICENSE").is_file()
+    # The page's CSP has no 'unsafe-eval': the bundle must not build code from strings.
+    assert not re.search(r"\beval\(|new Function\(|\bFunction\(\"", r.text)

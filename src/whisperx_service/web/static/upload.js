@@ -1,7 +1,9 @@
 // Uploads: files dropped or chosen, per-file options, one XMLHttpRequest each with its progress
-// (bytes, speed) and a cancel button; `initUploads` wires the form.
+// (bytes, speed) and a cancel button; files over the tus threshold go as resumable uploads
+// (resumable.js). `initUploads` wires the form.
 
 import { uploadJob } from "./api.js";
+import { loadTus, tusThreshold, uploadResumable } from "./resumable.js";
 
 const $ = (sel) => document.querySelector(sel);
 let say = () => {};
@@ -80,13 +82,38 @@ async function uploadOne(item) {
   li.querySelector(".opts").setAttribute("inert", "");
   error.textContent = "";
   remove.textContent = "Cancel upload";
-  const t0 = performance.now();
-  item.upload = uploadJob(file, fieldsOf(li), (loaded, total) => {
+  const note = li.querySelector(".up-note");
+  note.textContent = "";
+  let tus = null;
+  if (file.size >= tusThreshold()) {
+    try {
+      tus = await loadTus();
+    } catch {
+      note.textContent =
+        "Resumable uploads are not available on this server (tus-js-client is not installed), " +
+        "so this file goes in one request: an interruption starts it over.";
+    }
+    if (!pending.includes(item)) return null; // removed while the library loaded
+  }
+  let t0 = performance.now();
+  let fromBytes = 0; // bytes the gateway held when this session of the upload began
+  const show = (loaded, total, resumedAt = null) => {
+    if (resumedAt != null && resumedAt !== fromBytes) {
+      // Resumed (after a reload, or a dropped connection): speed counts from here.
+      fromBytes = resumedAt;
+      t0 = performance.now();
+      if (resumedAt) say(`Resuming ${file.name} at ${bytes(resumedAt)}.`);
+    }
     const secs = (performance.now() - t0) / 1000;
     bar.value = total ? (100 * loaded) / total : 0;
-    const speed = secs > 0 ? `${bytes(loaded / secs)}/s` : "";
-    text.textContent = `${bytes(loaded)} of ${bytes(total)} · ${speed}`;
-  });
+    const speed = secs > 0 && loaded > fromBytes ? `${bytes((loaded - fromBytes) / secs)}/s` : "";
+    const parts = [`${bytes(loaded)} of ${bytes(total)}`];
+    if (speed) parts.push(speed);
+    if (resumedAt) parts.push(`resumed at ${bytes(resumedAt)}`);
+    text.textContent = parts.join(" · ");
+  };
+  item.upload = tus ? uploadResumable(tus, file, fieldsOf(li), show) : uploadJob(file, fieldsOf(li), show);
+  li.dataset.via = tus ? "tus" : "form";
   try {
     const accepted = await item.upload.promise;
     removePending(item);
