@@ -27,6 +27,8 @@ command -v tmux >/dev/null || need+=(tmux)
 # The web page's browser tests: Debian's chromium, driven by Playwright (its own browser download is
 # not used; tests/e2e/test_web_e2e.py points Playwright at this binary).
 command -v chromium >/dev/null || need+=(chromium)
+# The web page's resumable uploads come from the npm registry (step 4): Node.js and npm.
+command -v npm >/dev/null || need+=(npm)
 "$PY" -c 'import ensurepip' 2>/dev/null || need+=("$(basename "$PY")-venv")
 if [ ${#need[@]} -gt 0 ] && [ -z "${WXS_SKIP_APT:-}" ]; then
   say "apt-get install ${need[*]}"
