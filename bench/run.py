@@ -298,6 +298,7 @@ def main() -> None:
         "--only", choices=["upload", "tus", "decode", "rtf", "rtf_chunked", "sse", "overhead", "warm"], action="append"
     )
     ap.add_argument("--overhead-minutes", type=float, default=2.0)
+    ap.add_argument("--overhead-repeats", type=int, default=5)
     ap.add_argument("--sse-streams", type=int, default=1000)
     ap.add_argument("--upload-bytes", type=int, default=2 * 1024 * MiB)
     ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
@@ -333,7 +334,9 @@ def main() -> None:
     if not args.only or "overhead" in args.only:
         from service_bench import bench_overhead
 
-        results["overhead"] = bench_overhead(args.redis_url, minutes=args.overhead_minutes)
+        results["overhead"] = bench_overhead(
+            args.redis_url, minutes=args.overhead_minutes, repeats=args.overhead_repeats
+        )
         print("overhead:", json.dumps(results["overhead"]))
     if not args.only or "warm" in args.only:
         from service_bench import bench_warm
