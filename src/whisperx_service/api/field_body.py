@@ -52,6 +52,6 @@ async def read_fields(request: Request) -> dict[str, str]:
                 if k in fields:
                     raise InvalidRequest(f"field {k[:64]!r} is given twice")
                 fields[k] = v
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         raise InvalidRequest("the body is not valid JSON / a urlencoded form") from None
     return fields

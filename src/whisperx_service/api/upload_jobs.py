@@ -103,6 +103,19 @@ def _sniff(path: Path) -> str:
         return str(magic.from_buffer(f.read(SNIFF_BYTES), mime=True))
 
 
+def refuse_upload_job(options: JobOptions, principal: Principal, settings: Settings) -> JobOptions:
+    """The options of a job to be made of an upload, with the key's default webhook; checked at the
+    upload's creation (when its metadata asks for a job) and again when the job is made.
+
+    Raises:
+        TranscriptRequired: `task=align` (its transcript travels only in a multipart form).
+        InvalidRequest: a webhook with nothing to sign it (`webhook_options.with_webhook`).
+    """
+    if options.task == "align":
+        raise TranscriptRequired("task=align needs a `transcript` field: send the file as multipart/form-data with it")
+    return with_webhook(options, principal, settings)
+
+
 async def job_from_upload(
     request: Request,
     principal: Principal,
@@ -125,9 +138,7 @@ async def job_from_upload(
         UploadLocked: a PATCH still writes to it.
         InsufficientStorage: the manifest does not fit. ServiceUnavailable (redis errors): Redis is down.
     """
-    if options.task == "align":
-        raise TranscriptRequired("task=align needs a `transcript` field: send the file as multipart/form-data with it")
-    options = with_webhook(options, principal, settings)
+    options = refuse_upload_job(options, principal, settings)
     info = visible_upload(uploads, upload_id, principal)
     async with upload_lock(uploads, upload_id):
         info = uploads.read(upload_id) or info

@@ -67,6 +67,8 @@ def parse_script(raw: str) -> Script:
         doc: Any = json.loads(stripped)
     except json.JSONDecodeError as e:
         raise ValueError(f"the transcript looks like JSON but is not valid JSON (line {e.lineno})") from None
+    except RecursionError:
+        raise ValueError("the transcript's JSON is nested too deep") from None
     items = doc.get("segments") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise ValueError("a JSON transcript needs a `segments` list (as a job's result has)")

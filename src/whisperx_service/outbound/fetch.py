@@ -210,9 +210,11 @@ def fetch_job(r: redis.Redis, fetches: FetchStore, settings: Settings, job_id: s
     except ServiceError as e:
         code, message = _public(e)
         log.info("fetch_failed", job_id=job_id, attempt=start.attempt, code=code, reason=e.message)
-        with contextlib.suppress(FileNotFoundError):
-            storage.source(job_id).unlink()
+        # Fenced first: a stale try (its lease ran out and a newer one stored the source) leaves
+        # the source alone.
         if fetches.fail(job_id, start.attempt, code, message):
+            with contextlib.suppress(FileNotFoundError):
+                storage.source(job_id).unlink()
             _finish_failed(r, fetches, storage, job_id)
             return "failed"
         return "skipped:abandoned"

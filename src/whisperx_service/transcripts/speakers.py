@@ -41,7 +41,7 @@ def parse_speaker_names(raw: str) -> dict[str, str]:
         raise ValueError(f"speaker_names is longer than {MAX_PARAM_CHARS} characters")
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
         raise ValueError('speaker_names must be a JSON object such as {"SPEAKER_00": "Alice"}') from None
     if not isinstance(data, dict):
         raise ValueError('speaker_names must be a JSON object such as {"SPEAKER_00": "Alice"}')

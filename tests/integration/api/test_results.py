@@ -144,6 +144,7 @@ MALFORMED = {
     '{"SPEAKER_00": "Bob", "SPEAKER_01": "Bob"}': "share a name",
     '{"SPEAKER_00": "SPEAKER_01"}': "share a name",
     "{" + ",".join(f'"S{i}": "n"' for i in range(65)) + "}": "more than 64",
+    "[" * 5000: "JSON object",  # deeper than the JSON parser's recursion limit
 }
 
 

@@ -132,6 +132,11 @@ def test_metadata_with_job_options_makes_the_job_at_the_last_patch(gateway: Gate
     job = c.get(f"/v1/jobs/{r.headers['Job-Id']}").json()
     assert r.headers["Job-Status-Url"].endswith(job["id"])
     assert job["filename"] == "auto.wav" and job["options"]["num_speakers"] == 2 and job["options"]["language"] == "en"
+    # The last PATCH sent again (its answer was lost): the same job, nothing written.
+    again = patch(c, url, len(audio), b"")
+    assert again.status_code == 204 and again.headers["Job-Id"] == job["id"], again.text
+    assert int(again.headers["Upload-Offset"]) == len(audio)
+    assert code(patch(c, url, 0, audio)) == "upload_offset_mismatch"
     # Not media: the last PATCH answers as a refused upload does, and the upload is gone.
     text = b"hello, this is not audio at all\n" * 100
     url = create(c, len(text), job="")
@@ -141,6 +146,8 @@ def test_metadata_with_job_options_makes_the_job_at_the_last_patch(gateway: Gate
     # Bad options are refused at creation, before any byte.
     r = c.post("/v1/uploads", headers={**TUS, "Upload-Length": "10", "Upload-Metadata": metadata(num_speakers="0")})
     assert r.status_code == 422 and code(r) == "invalid_request"
+    r = c.post("/v1/uploads", headers={**TUS, "Upload-Length": "10", "Upload-Metadata": metadata(task="align")})
+    assert r.status_code == 422 and code(r) == "transcript_required"  # its transcript needs a multipart form
 
 
 def test_creation_limits(gateway: Gateway) -> None:

@@ -106,3 +106,5 @@ def test_urlencoded_and_idempotent(gw: Gateway) -> None:
     assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
     neither = gw.client.post("/v1/jobs", json={"language": "en"})
     assert neither.status_code == 422 and "`url` or `upload_id`" in neither.json()["error"]["message"]
+    deep = gw.client.post("/v1/jobs", content=b"[" * 5000, headers={"content-type": "application/json"})
+    assert deep.status_code == 422 and deep.json()["error"]["code"] == "invalid_request", deep.text

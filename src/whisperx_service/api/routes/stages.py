@@ -17,6 +17,7 @@ from whisperx_service.api.auth import PrincipalDep, visible_job
 from whisperx_service.api.deps import JobIdDep, JobsDep, SettingsDep, StorageDep
 from whisperx_service.api.routes.jobs import JobAccepted, accepted_answer
 from whisperx_service.api.submit import create_rediarization
+from whisperx_service.api.webhook_options import with_webhook
 from whisperx_service.domain.jobs import JobOptions, JobStatus
 from whisperx_service.errors import InvalidRequest, JobNotSucceeded
 
@@ -59,7 +60,8 @@ async def rediarize(
     """A new job, owned by the caller, that diarizes the job's audio again and keeps its words.
 
     The new job has the earlier job's options with diarization on and the given speaker counts
-    (and `rediarize_of` = the earlier job); it runs in the queue like any job (its events show
+    (and `rediarize_of` = the earlier job), but not its webhook: the caller's key default applies;
+    it runs in the queue like any job (its events show
     `decode`, `vad`, then `diarize` per chunk and `merge`: no `transcribe`, no `align`) and its
     result has the earlier words with new speakers.
 
@@ -75,11 +77,13 @@ async def rediarize(
         raise JobNotSucceeded(f"job {job_id} is {earlier.status.value}; only a succeeded job can be re-diarized")
     given = (bounds or SpeakerBounds()).model_dump()
     try:
-        options = JobOptions.model_validate(
-            {**earlier.options.model_dump(), **given, "diarize": True, "rediarize_of": job_id}
-        )
+        # The earlier job's webhook is not inherited (it may be another key's receiver): the new
+        # job gets the caller's key default, signed with the caller's secret.
+        inherited = earlier.options.model_dump(exclude={"webhook_url", "webhook_events"})
+        options = JobOptions.model_validate({**inherited, **given, "diarize": True, "rediarize_of": job_id})
     except ValidationError as e:
         raise InvalidRequest("; ".join(str(err["msg"]) for err in e.errors())) from None
+    options = with_webhook(options, principal, settings)
     record = await create_rediarization(request, principal, jobs, storage, earlier, options)
     accepted = accepted_answer(settings, record.id, record.status)
     response.headers["Location"] = accepted.status_url

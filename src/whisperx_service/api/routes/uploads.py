@@ -41,7 +41,7 @@ from whisperx_service.api.tus import (
     upload_lock,
 )
 from whisperx_service.api.upload import _check_free
-from whisperx_service.api.upload_jobs import job_from_upload, visible_upload
+from whisperx_service.api.upload_jobs import job_from_upload, refuse_upload_job, visible_upload
 from whisperx_service.config import Settings
 from whisperx_service.errors import (
     TUS_VERSION,
@@ -49,6 +49,7 @@ from whisperx_service.errors import (
     PayloadTooLarge,
     ServiceError,
     UploadExpired,
+    UploadOffsetMismatch,
 )
 from whisperx_service.logs import get_logger
 from whisperx_service.storage.uploads import UploadStore
@@ -141,7 +142,9 @@ async def create_upload(
         if header_int(request, "content-length"):
             raise InvalidRequest("creation-with-upload is not supported: create, then PATCH the bytes")
         metadata = parse_metadata(request.headers.get("upload-metadata"))
-        job_options(metadata)  # malformed options are refused now, not after the upload
+        wanted = job_options(metadata)  # a job's options are refused now, not after the upload
+        if wanted is not None:
+            refuse_upload_job(wanted, principal, settings)
         owner = principal.key.id if principal.key is not None else None
         await _check_free(storage, settings.storage.min_free_bytes, length)
         async with quota_lock(jobs, principal.key):
@@ -216,7 +219,15 @@ async def patch_upload(
         info = visible_upload(uploads, upload_id, principal)
         async with upload_lock(uploads, upload_id):
             info = uploads.read(upload_id) or info
-            if info.job_id is None and info.expires_s <= time.time():
+            if info.job_id is not None:
+                # Already a job (a client resending its last PATCH): nothing more is written.
+                if header_int(request, "upload-offset") != info.length:
+                    raise UploadOffsetMismatch(f"upload {upload_id} is complete at {info.length} bytes")
+                headers = upload_headers(uploads, info, info.length)
+                headers["Job-Id"] = info.job_id
+                headers["Job-Status-Url"] = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{info.job_id}"
+                return Response(status_code=204, headers=headers)
+            if info.expires_s <= time.time():
                 raise UploadExpired(f"upload {upload_id} expired unfinished")
             try:
                 offset = await receive_patch(

@@ -11,7 +11,7 @@
 // and a dropped connection is retried by tus-js-client the same way. The gateway makes the job at
 // the last PATCH (the metadata carries the options and `job`) and names it in `Job-Id`.
 
-import { ApiError, getJson, getKey } from "./api.js";
+import { ApiError, authHeaders, errorOf as errorOfResponse, getJson, getKey } from "./api.js";
 
 /** Files of at least this many bytes go as tus uploads: the Python client's TUS_THRESHOLD_BYTES (64 MiB). */
 const THRESHOLD_BYTES = 64 * 1024 * 1024;
@@ -125,7 +125,21 @@ export function uploadResumable(tus, file, fields, onProgress) {
       onError: (err) => reject(aborted ? new ApiError(0, "aborted", "upload cancelled") : errorOf(err)),
       onSuccess: async () => {
         try {
-          if (!jobId) throw new ApiError(0, "no_job", "the gateway made no job of the upload");
+          if (!jobId) {
+            // The last PATCH's answer (with Job-Id) was lost, or making the job failed there and
+            // the library saw a complete upload on its HEAD: ask for the job of the finished upload
+            // (the same job again if one was made).
+            const uploadId = upload.url.split("/").pop();
+            const resp = await fetch("/v1/jobs", {
+              method: "POST",
+              headers: authHeaders({ "Content-Type": "application/json" }),
+              body: JSON.stringify({ ...fields, upload_id: uploadId }),
+              cache: "no-store",
+              credentials: "omit",
+            });
+            if (!resp.ok) throw await errorOfResponse(resp);
+            jobId = (await resp.json()).id;
+          }
           resolve(await getJson(`/v1/jobs/${jobId}`));
         } catch (e) {
           reject(e);
