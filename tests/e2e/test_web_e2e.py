@@ -251,8 +251,13 @@ def sample(web: Web) -> SampleRun:
     set_tus_sizes(page)
     # The network between page and gateway: one PATCH's connection is reset (tus-js-client asks
     # HEAD and sends it again), a later one never answered, and the page reloaded while it waits.
+    # The answer to the last PATCH loses its Job-Id (as when it never arrives): the page asks for
+    # the job of the finished upload itself (`POST /v1/jobs` with `upload_id`: the same job).
     patches: list[int] = []
     held: list[Any] = []
+    job_ids: list[str | None] = []
+    job_posts: list[str | None] = []
+    last_part = (SAMPLE_WAV.stat().st_size - 1) // TUS_CHUNK * TUS_CHUNK
 
     def network(route: Any) -> None:
         if route.request.method != "PATCH":
@@ -263,9 +268,17 @@ def sample(web: Web) -> SampleRun:
             route.abort("connectionreset")
         elif len(patches) == HELD_PATCH:
             held.append(route)
+        elif patches[-1] == last_part:
+            answer = route.fetch()
+            job_ids.append(answer.headers.get("job-id"))
+            route.fulfill(response=answer, headers={k: v for k, v in answer.headers.items() if k != "job-id"})
         else:
             route.continue_()
 
+    page.on(
+        "request",
+        lambda r: job_posts.append(r.post_data) if r.method == "POST" and r.url.endswith("/v1/jobs") else None,
+    )
     page.route("**/v1/uploads/*", network)
     choose_sample(page)
     shot(page, "03-file-chosen")
@@ -292,6 +305,8 @@ def sample(web: Web) -> SampleRun:
     row(page, SAMPLE_WAV.name).get_by_role("button", name=f"Open {SAMPLE_WAV.name}").click()
     page.wait_for_selector("#segments .w")
     page.wait_for_function("() => document.querySelector('#audio').readyState >= 1")
+    assert job_ids == [job_id], job_ids  # the last PATCH made the job; its answer lost the Job-Id
+    assert len(job_posts) == 1 and json.loads(job_posts[0] or "{}")["num_speakers"] == "2", job_posts
     return SampleRun(page, job, result, page.evaluate("window.seen"), patches, resumed)
 
 
