@@ -82,16 +82,21 @@ def compare(cache: ModelCache, settings: Settings, wav: Path, work: Path) -> tup
     got = " ".join(s.text.strip() for s in t.segments)
     print(f"\n[whisperx] {expected}\n[service ] {got}")
     assert got == expected
-    # Segments were split at speaker turns, so the text was cut inside WhisperX's segment.
-    assert len({s.speaker for s in t.segments}) == 2 and len(t.segments) >= 2
     # The public words carry no spacing, and together they are the text's whitespace pieces.
     assert [w.word for w in t.words()] == got.split()
     return got, t
 
 
+def split_at_turns(t: Transcript) -> bool:
+    """Segments were split at speaker turns: two speakers' segments, so the text was cut inside
+    WhisperX's one segment."""
+    return len({s.speaker for s in t.segments}) == 2 and len(t.segments) >= 2
+
+
 def test_pyannote_sample_text_is_whisperx_text(cache: ModelCache, settings: Settings, tmp_path: Path) -> None:
-    text, _ = compare(cache, settings, SAMPLE_WAV, tmp_path)
+    text, t = compare(cache, settings, SAMPLE_WAV, tmp_path)
     assert "New Jersey" in text and "Chicago" in text
+    assert split_at_turns(t)
 
 
 def test_hyphenated_words_and_numbers_are_whisperx_text(cache: ModelCache, settings: Settings, tmp_path: Path) -> None:
@@ -100,3 +105,8 @@ def test_hyphenated_words_and_numbers_are_whisperx_text(cache: ModelCache, setti
     hyphenated = [w.word for w in t.words() if HYPHENATED.search(w.word)]
     assert len(hyphenated) >= 2, text  # the clip really tests hyphens (measured: cold-hearted, 5-5, ...)
     assert not re.search(r"\w -\w", text)
+    # Where tiny.en heard the second voice too (it did in every run but one full-suite run, where
+    # WhisperX and the service alike ended the window after the first sentence), the service cut
+    # WhisperX's one segment at the speaker change without changing its text.
+    if "report" in text:
+        assert split_at_turns(t), [(s.speaker, s.text) for s in t.segments]
