@@ -45,12 +45,12 @@ class Service:
     worker_cmd: list[str] = field(default_factory=list)
     outbound_cmd: list[str] = field(default_factory=list)
 
-    def start_outbound(self, **extra_env: str) -> subprocess.Popen[bytes]:
-        """Start one outbound worker (webhook deliveries; its own session, so it can be killed as a
-        group). Its log is `logs/outbound<n>.log`, n = its index in `procs`."""
-        out = (self.logs / f"outbound{len(self.procs)}.log").open("wb")
+    def _spawn(self, cmd: list[str], name: str, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start `cmd` in its own session (killable as a group), logging to `logs/<name><n>.log`,
+        n = its index in `procs`; `extra_env` overrides the service's environment for it only."""
+        out = (self.logs / f"{name}{len(self.procs)}.log").open("wb")
         p = subprocess.Popen(
-            self.outbound_cmd,
+            cmd,
             cwd=REPO,
             env={**self.env, **extra_env},
             stdout=out,
@@ -59,6 +59,10 @@ class Service:
         )
         self.procs.append(p)
         return p
+
+    def start_outbound(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start one outbound worker (webhook deliveries, fetches); its log is `logs/outbound<n>.log`."""
+        return self._spawn(self.outbound_cmd, "outbound", extra_env)
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         """Start one more worker process (its own session, so it can be killed as a group).
@@ -66,17 +70,7 @@ class Service:
         `extra_env` overrides the service's environment for this worker only. Its log is
         `logs/worker<n>.log`, n = its index in `procs`.
         """
-        out = (self.logs / f"worker{len(self.procs)}.log").open("wb")
-        p = subprocess.Popen(
-            self.worker_cmd,
-            cwd=REPO,
-            env={**self.env, **extra_env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(p)
-        return p
+        return self._spawn(self.worker_cmd, "worker", extra_env)
 
     def worker_log(self, proc: subprocess.Popen[bytes]) -> str:
         """The output so far of a worker started by `start_worker`."""

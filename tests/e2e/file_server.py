@@ -17,12 +17,13 @@ logged in order (the access log), so a test can tell that nothing connected at a
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.e2e.receivers import serve_counting
 
 #: Seconds a /hang answer stalls after its first KiB.
 HANG_S = 30.0
@@ -56,7 +57,6 @@ class FileServer:
 
 def start_file_server(data: bytes, host: str = "127.0.0.1") -> FileServer:
     """Serve `data` (see the module docstring) on `host` (a loopback address), free port."""
-    box: dict[str, FileServer] = {}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -84,7 +84,7 @@ def start_file_server(data: bytes, host: str = "127.0.0.1") -> FileServer:
             self.wfile.write(b"0\r\n\r\n")
 
         def do_GET(self) -> None:
-            fs = box["r"]
+            fs = self.server.owner  # type: ignore[attr-defined]
             with fs.lock:
                 fs.paths.append(self.path)
             parts = self.path.split("/")  # ['', kind, ...]
@@ -132,17 +132,4 @@ def start_file_server(data: bytes, host: str = "127.0.0.1") -> FileServer:
         def log_message(self, *_: Any) -> None:
             pass
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        def verify_request(self, request: Any, client_address: Any) -> bool:
-            with box["r"].lock:
-                box["r"].connections += 1
-            return True
-
-    server = Server((host, 0), Handler)
-    fs = FileServer(server, data)
-    box["r"] = fs
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return fs
+    return serve_counting(host, Handler, lambda server: FileServer(server, data))

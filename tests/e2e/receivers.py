@@ -13,10 +13,11 @@ import struct
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 #: A scripted answer that never comes: the handler sleeps this long without answering.
 HANG = -1
@@ -69,16 +70,40 @@ class Receiver:
         self.server.server_close()
 
 
+T = TypeVar("T")
+
+
+def serve_counting(host: str, handler: type[BaseHTTPRequestHandler], make: Callable[[ThreadingHTTPServer], T]) -> T:
+    """Serve `handler` on `host` (a loopback address), free port, in a daemon thread; returns
+    `make(server)`, which the handlers reach as `self.server.owner` and whose `connections` (under
+    its `lock`) counts every TCP connection accepted (a refused request must leave it at 0)."""
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        owner: Any = None
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            with self.owner.lock:
+                self.owner.connections += 1
+            return True
+
+    server = Server((host, 0), handler)
+    owner = make(server)
+    server.owner = owner
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return owner
+
+
 def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, default: int = 200) -> Receiver:
     """Start a receiver on `host` (a loopback address), free port."""
-    box: dict[str, Receiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.do_POST()
 
         def do_POST(self) -> None:
-            rec = box["r"]
+            rec = self.server.owner  # type: ignore[attr-defined]
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             with rec.lock:
                 rec.requests.append(Received(time.monotonic(), self.path, dict(self.headers.items()), body))
@@ -100,19 +125,7 @@ def start_receiver(host: str = "127.0.0.1", script: list[int] | None = None, def
         def log_message(self, *_: Any) -> None:
             pass
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        def verify_request(self, request: Any, client_address: Any) -> bool:
-            with box["r"].lock:
-                box["r"].connections += 1
-            return True
-
-    server = Server((host, 0), Handler)
-    rec = Receiver(server, list(script or []), default)
-    box["r"] = rec
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rec = serve_counting(host, Handler, lambda server: Receiver(server, list(script or []), default))
     return rec
 
 
